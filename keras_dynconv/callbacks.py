@@ -1,0 +1,143 @@
+"""Training-time schedules of the dynamic layers, as Keras callbacks."""
+
+import keras
+
+from keras_dynconv.layers.expert_layer import ExpertLayer
+from keras_dynconv.layers.sparse_dynamic_conv import SparseDynamicConv2D
+
+
+def _layers_of(model, layer_type):
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, layer_type)
+    ]
+
+
+def _check_epochs(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            "Invalid value for argument `epochs`. Expected a strictly positive "
+            f"integer. Received epochs={value!r}"
+        )
+    return value
+
+
+@keras.saving.register_keras_serializable(package="keras_dynconv")
+class RoutingTemperatureScheduler(keras.callbacks.Callback):
+    """Anneals the softmax temperature of dynamic convolutions, epoch by epoch.
+
+    Dynamic convolution (Chen et al., 2020) starts the attention softmax at T=30,
+    close to uniform, so all kernels learn, and lowers it linearly to 1 over the first
+    epochs. The callback sets the temperature of every layer in the model whose own
+    routing is a softmax (`DynamicConv2D`, `DynamicDepthwiseConv2D`,
+    `SparseDynamicConv2D`, or a `CondConv2D(routing="softmax")`), and logs it as
+    `routing_temperature`.
+
+    Args:
+        initial: temperature at epoch 0.
+        final: temperature from epoch `epochs` on.
+        epochs: length of the linear ramp.
+
+    Example:
+    >>> scheduler = RoutingTemperatureScheduler(initial=30.0, final=1.0, epochs=10)
+    >>> scheduler.temperature_at(5)
+    15.5
+    """
+
+    def __init__(self, initial=30.0, final=1.0, epochs=10):
+        super().__init__()
+        for name, value in (("initial", initial), ("final", final)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(
+                    f"Invalid value for argument `{name}`. Expected a strictly "
+                    f"positive number. Received {name}={value!r}"
+                )
+        self.initial = float(initial)
+        self.final = float(final)
+        self.epochs = _check_epochs(epochs)
+        self._current = self.initial
+
+    def temperature_at(self, epoch):
+        progress = min(epoch / self.epochs, 1.0)
+        return self.initial + (self.final - self.initial) * progress
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current = self.temperature_at(epoch)
+        for layer in _layers_of(self.model, ExpertLayer):
+            if layer.routing == "softmax":
+                layer.set_routing_temperature(self._current)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["routing_temperature"] = self._current
+
+    def get_config(self):
+        return {"initial": self.initial, "final": self.final, "epochs": self.epochs}
+
+
+@keras.saving.register_keras_serializable(package="keras_dynconv")
+class SparsityScheduler(keras.callbacks.Callback):
+    """Lowers the target density of every `SparseDynamicConv2D`, in phases.
+
+    SD-Conv (Algorithm 1) divides training into `phases + 1` equal parts: the first
+    is dense, and each following part moves the target density a step closer to
+    `final_density`. The callback logs the scheduled target as `target_density` and
+    the mean kept fraction of the sparse layers as `density`.
+
+    Args:
+        final_density: fraction of expert weights to keep at the end (1 - sparsity).
+        epochs: total training epochs the phases divide.
+        phases: n, the number of pruning iterations.
+
+    Example:
+    >>> scheduler = SparsityScheduler(final_density=0.2, epochs=8, phases=3)
+    >>> [round(scheduler.target_at(e), 3) for e in range(8)]
+    [1.0, 1.0, 0.733, 0.733, 0.467, 0.467, 0.2, 0.2]
+    """
+
+    def __init__(self, final_density, epochs, phases=3):
+        super().__init__()
+        if (
+            isinstance(final_density, bool)
+            or not isinstance(final_density, (int, float))
+            or not 0 < final_density <= 1
+        ):
+            raise ValueError(
+                "Invalid value for argument `final_density`. Expected a float in "
+                f"(0, 1]. Received final_density={final_density!r}"
+            )
+        self.final_density = float(final_density)
+        self.epochs = _check_epochs(epochs)
+        if isinstance(phases, bool) or not isinstance(phases, int) or phases < 1:
+            raise ValueError(
+                "Invalid value for argument `phases`. Expected a strictly positive "
+                f"integer. Received phases={phases!r}"
+            )
+        self.phases = phases
+        self._current = 1.0
+
+    def target_at(self, epoch):
+        phase = min(int(epoch * (self.phases + 1) / self.epochs), self.phases)
+        return 1.0 - (1.0 - self.final_density) * phase / self.phases
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current = self.target_at(epoch)
+        for layer in _layers_of(self.model, SparseDynamicConv2D):
+            layer.set_target_density(self._current)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        sparse_layers = _layers_of(self.model, SparseDynamicConv2D)
+        logs["target_density"] = self._current
+        if sparse_layers:
+            densities = [float(layer.density()) for layer in sparse_layers]
+            logs["density"] = sum(densities) / len(densities)
+
+    def get_config(self):
+        return {
+            "final_density": self.final_density,
+            "epochs": self.epochs,
+            "phases": self.phases,
+        }

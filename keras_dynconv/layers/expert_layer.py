@@ -1,0 +1,258 @@
+"""The one base class of every conditionally parameterized layer.
+
+It owns what CondConv, dynamic and sparse dynamic layers share: E expert kernels in
+one weight, optional per-expert biases, routing (own or shared), expert dropout, and
+the choice between the per-example and the mixture formulation. Subclasses only say
+what an expert kernel looks like and which aggregation-core function applies it.
+"""
+
+import keras
+from keras import ops
+
+from keras_dynconv import ops as dynconv_ops
+from keras_dynconv.layers import validation
+from keras_dynconv.layers.routing import ROUTING_ACTIVATIONS
+from keras_dynconv.layers.routing import Routing
+
+STRATEGIES = ("auto", "per_example", "mixture")
+
+# CondConv paper, Sec. 4: "with small numbers of experts (<=4), we found it to be more
+# efficient to train CondConv layers with the linear mixture of experts formulation ...
+# With larger numbers of experts (>4), training CondConv layers directly with batch
+# size one is more efficient." Inference always uses the per-example kernel.
+MIXTURE_MAX_EXPERTS_IN_TRAINING = 4
+
+
+def resolve_strategy(strategy, num_experts, training):
+    """The formulation a layer uses: `strategy` itself unless it is `"auto"`.
+
+    `"auto"` follows the CondConv paper: `"mixture"` when training with at most
+    `MIXTURE_MAX_EXPERTS_IN_TRAINING` experts, `"per_example"` otherwise (and always
+    at inference, where it costs one convolution instead of E).
+    """
+    if strategy != "auto":
+        return strategy
+    if training and num_experts <= MIXTURE_MAX_EXPERTS_IN_TRAINING:
+        return "mixture"
+    return "per_example"
+
+
+class ExpertLayer(keras.layers.Layer):
+    """Base of layers whose kernel is a per-example mix of `num_experts` kernels.
+
+    Subclasses implement `expert_kernel_shape`, `output_channels`,
+    `apply_per_example`, `apply_mixture` and `compute_output_shape`; they set
+    `input_rank` (an exact rank) or `min_input_rank`.
+    """
+
+    input_rank = None
+    min_input_rank = 2
+
+    def __init__(
+        self,
+        num_experts=8,
+        routing="sigmoid",
+        routing_hidden_units=None,
+        temperature=1.0,
+        strategy="auto",
+        expert_dropout=0.0,
+        use_bias=False,
+        activation=None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        routing_initializer="glorot_uniform",
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_experts = validation.positive_int("num_experts", num_experts)
+        self.routing = validation.one_of(
+            "routing", routing, ROUTING_ACTIVATIONS + (None,)
+        )
+        if routing_hidden_units is not None:
+            validation.positive_int("routing_hidden_units", routing_hidden_units)
+        self.routing_hidden_units = routing_hidden_units
+        self.temperature = validation.positive_float("temperature", temperature)
+        self.strategy = validation.one_of("strategy", strategy, STRATEGIES)
+        self.expert_dropout = validation.fraction("expert_dropout", expert_dropout)
+        self.use_bias = bool(use_bias)
+        self.activation = keras.activations.get(activation)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.routing_initializer = keras.initializers.get(routing_initializer)
+        self.seed = seed
+        self.seed_generator = (
+            keras.random.SeedGenerator(seed) if self.expert_dropout > 0 else None
+        )
+        self.routing_fn = None
+
+    # --- what subclasses define -------------------------------------------------
+    def expert_kernel_shape(self, input_channels):
+        raise NotImplementedError
+
+    def output_channels(self, input_channels):
+        raise NotImplementedError
+
+    def apply_per_example(self, inputs, kernels):
+        raise NotImplementedError
+
+    def apply_mixture(self, inputs, experts, routing_weights):
+        raise NotImplementedError
+
+    def routing_hidden_units_for(self, input_channels):
+        return self.routing_hidden_units
+
+    def expert_kernels(self):
+        """The `[E, ...]` expert kernels the layer computes with."""
+        return self.kernel
+
+    # --- build and call ---------------------------------------------------------
+    def _check_input_shape(self, shape):
+        rank_ok = (
+            len(shape) == self.input_rank
+            if self.input_rank
+            else len(shape) >= self.min_input_rank
+        )
+        if not rank_ok:
+            expected = (
+                f"rank {self.input_rank}" if self.input_rank
+                else f"rank >= {self.min_input_rank}"
+            )
+            raise ValueError(
+                f"Invalid `inputs` for layer '{self.name}': expected a tensor of "
+                f"{expected} (channels last). Received inputs with shape {tuple(shape)}"
+            )
+        if shape[-1] is None:
+            raise ValueError(
+                f"Invalid `inputs` for layer '{self.name}': the channel axis must be "
+                f"known. Received inputs with shape {tuple(shape)}"
+            )
+        built_channels = getattr(self, "input_channels", None)
+        if built_channels is not None and shape[-1] != built_channels:
+            raise ValueError(
+                f"Invalid `inputs` for layer '{self.name}': the layer was built for "
+                f"{built_channels} input channels. Received inputs with shape "
+                f"{tuple(shape)}"
+            )
+
+    def build(self, input_shape):
+        self._check_input_shape(input_shape)
+        input_channels = input_shape[-1]
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.num_experts,) + tuple(self.expert_kernel_shape(input_channels)),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(self.num_experts, self.output_channels(input_channels)),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        if self.routing is not None:
+            self.routing_fn = Routing(
+                self.num_experts,
+                activation=self.routing,
+                temperature=self.temperature,
+                hidden_units=self.routing_hidden_units_for(input_channels),
+                kernel_initializer=self.routing_initializer,
+                dtype=self.dtype_policy,
+                name="routing",
+            )
+            self.routing_fn.build(input_shape)
+        self.input_channels = input_channels
+
+    def _check_routing_weights(self, routing_weights, inputs):
+        shape = tuple(routing_weights.shape)
+        batch_mismatch = (
+            len(shape) == 2
+            and shape[0] is not None
+            and inputs.shape[0] is not None
+            and shape[0] != inputs.shape[0]
+        )
+        if len(shape) != 2 or shape[1] != self.num_experts or batch_mismatch:
+            raise ValueError(
+                f"Invalid `routing_weights` for layer '{self.name}': expected shape "
+                f"[batch={inputs.shape[0]}, num_experts={self.num_experts}]. "
+                f"Received routing_weights with shape {shape}"
+            )
+
+    def call(self, inputs, routing_weights=None, training=None):
+        self._check_input_shape(inputs.shape)
+        if routing_weights is None:
+            if self.routing_fn is None:
+                raise ValueError(
+                    f"Layer '{self.name}' was created with routing=None, so "
+                    "`routing_weights` must be passed to call(). Received "
+                    "routing_weights=None"
+                )
+            routing_weights = self.routing_fn(inputs)
+        else:
+            self._check_routing_weights(routing_weights, inputs)
+        routing_weights = ops.cast(routing_weights, self.compute_dtype)
+        if training and self.expert_dropout > 0:
+            routing_weights = keras.random.dropout(
+                routing_weights, self.expert_dropout, seed=self.seed_generator
+            )
+        experts = self.expert_kernels()
+        strategy = resolve_strategy(self.strategy, self.num_experts, training)
+        if strategy == "mixture":
+            outputs = self.apply_mixture(inputs, experts, routing_weights)
+        else:
+            kernels = dynconv_ops.combine_experts(routing_weights, experts)
+            outputs = self.apply_per_example(inputs, kernels)
+        if self.use_bias:
+            bias = dynconv_ops.combine_experts(routing_weights, self.bias)
+            broadcast_shape = (-1,) + (1,) * (len(outputs.shape) - 2) + (bias.shape[-1],)
+            outputs = outputs + ops.reshape(bias, broadcast_shape)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def set_routing_temperature(self, value):
+        """Sets the temperature of the layer's own routing function."""
+        if self.routing_fn is None:
+            raise ValueError(
+                f"Layer '{self.name}' has no routing function of its own "
+                "(routing=None): set the temperature where its routing is computed."
+            )
+        self.routing_fn.set_temperature(value)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_experts": self.num_experts,
+                "routing": self.routing,
+                "routing_hidden_units": self.routing_hidden_units,
+                "temperature": self.temperature,
+                "strategy": self.strategy,
+                "expert_dropout": self.expert_dropout,
+                "use_bias": self.use_bias,
+                "activation": keras.activations.serialize(self.activation),
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+                "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+                "routing_initializer": keras.initializers.serialize(
+                    self.routing_initializer
+                ),
+                "seed": self.seed,
+            }
+        )
+        return config

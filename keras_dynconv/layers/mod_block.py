@@ -1,0 +1,145 @@
+"""CNN Mixture-of-Depths (Cakaj et al., arXiv 2409.17016): top-k channel routing."""
+
+import keras
+from keras import ops
+
+from keras_dynconv.layers import validation
+
+
+@keras.saving.register_keras_serializable(package="keras_dynconv")
+class MoDBlock(keras.layers.Layer):
+    """Runs a conv block on the k most important channels only, with static shapes.
+
+    A channel selector (GAP -> FC -> ReLU -> FC -> sigmoid, no biases) scores the C
+    input channels; the top `k = floor(C / capacity)` channels are gathered, passed
+    through `block`, scaled by their scores (which makes the selector trainable) and
+    added onto the first k channels of the input; the other channels pass unchanged
+    (paper Sec. 3.1-3.3). The output has the input's shape.
+
+    Args:
+        block: a Keras layer or model mapping `[B, H, W, k]` to `[B, H, W, k]`, e.g.
+            a bottleneck built for k channels.
+        capacity: c in the paper (64 for ResNets, 16 for MobileNetV2).
+        reduction: the selector's hidden layer has `max(C // reduction, 1)` units.
+        kernel_initializer, kernel_regularizer: of the selector's two FC layers.
+
+    Call arguments:
+        inputs: `[B, H, W, C]`.
+        training: passed to `block`.
+
+    Example:
+    >>> block = keras.layers.Conv2D(4, 3, padding="same")
+    >>> layer = MoDBlock(block, capacity=16)
+    >>> tuple(layer(keras.ops.ones((2, 8, 8, 64))).shape)
+    (2, 8, 8, 64)
+    """
+
+    def __init__(
+        self,
+        block,
+        capacity=64,
+        reduction=16,
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(block, keras.layers.Layer):
+            raise ValueError(
+                "Invalid value for argument `block`. Expected a Keras layer or "
+                f"model. Received block={block!r}"
+            )
+        self.block = block
+        self.capacity = validation.positive_int("capacity", capacity)
+        self.reduction = validation.positive_int("reduction", reduction)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+    def _check_input_shape(self, shape):
+        if len(shape) != 4 or shape[-1] is None:
+            raise ValueError(
+                f"Invalid `inputs` for layer '{self.name}': expected a tensor of rank "
+                f"4 [batch, height, width, channels] with known channels. Received "
+                f"inputs with shape {tuple(shape)}"
+            )
+        built_channels = getattr(self, "input_channels", None)
+        if built_channels is not None and shape[-1] != built_channels:
+            raise ValueError(
+                f"Invalid `inputs` for layer '{self.name}': the layer was built for "
+                f"{built_channels} input channels. Received inputs with shape "
+                f"{tuple(shape)}"
+            )
+
+    def build(self, input_shape):
+        self._check_input_shape(input_shape)
+        channels = input_shape[-1]
+        self.num_selected = channels // self.capacity
+        if self.num_selected < 1:
+            raise ValueError(
+                f"Invalid value for argument `capacity`: k = floor(C / capacity) must "
+                f"be >= 1, but inputs have C={channels}. Received capacity={self.capacity}"
+            )
+        hidden_units = max(channels // self.reduction, 1)
+        self.selector_hidden_kernel = self.add_weight(
+            name="selector_hidden_kernel",
+            shape=(channels, hidden_units),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+        )
+        self.selector_kernel = self.add_weight(
+            name="selector_kernel",
+            shape=(hidden_units, channels),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+        )
+        selected_shape = tuple(input_shape[:-1]) + (self.num_selected,)
+        if not self.block.built:
+            self.block.build(selected_shape)
+        block_output_shape = tuple(self.block.compute_output_shape(selected_shape))
+        if block_output_shape[1:] != selected_shape[1:]:
+            raise ValueError(
+                f"Invalid value for argument `block`: it must map the k={self.num_selected} "
+                f"selected channels to a tensor of the same shape {selected_shape[1:]}, "
+                f"but it returns shape {block_output_shape[1:]}"
+            )
+        self.input_channels = channels
+
+    def channel_scores(self, inputs):
+        """The selector's `[B, C]` importance scores in (0, 1)."""
+        pooled = ops.mean(inputs, axis=(1, 2))
+        hidden = ops.relu(ops.matmul(pooled, self.selector_hidden_kernel))
+        return ops.sigmoid(ops.matmul(hidden, self.selector_kernel))
+
+    def call(self, inputs, training=None):
+        self._check_input_shape(inputs.shape)
+        k = self.num_selected
+        top_scores, top_channels = ops.top_k(self.channel_scores(inputs), k)
+        batch, height, width = ops.shape(inputs)[:3]
+        gather_shape = (batch, height, width, k)
+        indices = ops.broadcast_to(top_channels[:, None, None, :], gather_shape)
+        selected = ops.take_along_axis(inputs, indices, axis=-1)
+        processed = self.block(selected, training=training)
+        scaled = processed * ops.cast(top_scores[:, None, None, :], processed.dtype)
+        return ops.concatenate([inputs[..., :k] + scaled, inputs[..., k:]], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "block": keras.saving.serialize_keras_object(self.block),
+                "capacity": self.capacity,
+                "reduction": self.reduction,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["block"] = keras.saving.deserialize_keras_object(config["block"])
+        return cls(**config)

@@ -1,0 +1,23 @@
+"""The aggregation core: every dynamic layer computes through these functions.
+
+They are written in `keras.ops` only, so they run unchanged on TensorFlow, JAX and
+PyTorch, inside `jit`, and with a batch size that is unknown at trace time.
+"""
+
+from keras_dynconv.ops.aggregation import combine_experts
+from keras_dynconv.ops.aggregation import mixture_conv
+from keras_dynconv.ops.aggregation import mixture_dense
+from keras_dynconv.ops.aggregation import mixture_depthwise_conv
+from keras_dynconv.ops.aggregation import per_example_conv
+from keras_dynconv.ops.aggregation import per_example_dense
+from keras_dynconv.ops.aggregation import per_example_depthwise_conv
+
+__all__ = [
+    "combine_experts",
+    "mixture_conv",
+    "mixture_dense",
+    "mixture_depthwise_conv",
+    "per_example_conv",
+    "per_example_dense",
+    "per_example_depthwise_conv",
+]

@@ -1,0 +1,287 @@
+"""Expert aggregation in `keras.ops`: the one numerical core of every dynamic layer.
+
+Two mathematically equivalent formulations (CondConv paper, Sec. 3 and Fig. 1):
+
+* per-example: combine the expert kernels into one kernel per example, then run one
+  convolution. Cheap in multiply-adds; the batch is folded into the channel axis so the
+  whole batch is still ONE (grouped or depthwise) convolution, or an einsum for 1x1
+  kernels and dense layers.
+* mixture: run the experts as one convolution whose output channels are the experts
+  side by side, then weight the E outputs by the routing weights. E times the
+  multiply-adds, but large-batch convolutions, which accelerators like for small E.
+
+All functions take channels_last tensors and accept a batch size unknown at trace time.
+"""
+
+import keras
+from keras import ops
+
+
+def combine_experts(routing_weights, experts):
+    """Mixes expert tensors with per-example routing weights.
+
+    Args:
+        routing_weights: `[B, E]` tensor.
+        experts: `[E, ...]` tensor (expert kernels or biases).
+
+    Returns:
+        `[B, ...]` tensor: `sum_e routing_weights[b, e] * experts[e]`.
+
+    Example:
+    >>> r = keras.ops.ones((2, 3))
+    >>> w = keras.ops.ones((3, 5, 4))
+    >>> tuple(combine_experts(r, w).shape)
+    (2, 5, 4)
+    """
+    expert_shape = tuple(experts.shape[1:])
+    flat_experts = ops.reshape(experts, (experts.shape[0], -1))
+    combined = ops.matmul(routing_weights, flat_experts)
+    return ops.reshape(combined, (-1,) + expert_shape)
+
+
+def _check_channels_last(data_format):
+    data_format = data_format or keras.config.image_data_format()
+    if data_format != "channels_last":
+        raise NotImplementedError(
+            "keras_dynconv's per-example and mixture convolutions support only "
+            f"data_format='channels_last'. Received data_format={data_format!r}."
+        )
+
+
+def _dim(tensor, axis):
+    """Static size of `axis` when known, else its dynamic size (TF graphs)."""
+    size = tensor.shape[axis]
+    return ops.shape(tensor)[axis] if size is None else size
+
+
+def _fold_batch_into_channels(inputs):
+    """`[B, H, W, C]` -> `[1, H, W, B*C]`, batch-major channel groups."""
+    height, width, channels = _dim(inputs, 1), _dim(inputs, 2), inputs.shape[3]
+    folded = ops.transpose(inputs, (1, 2, 0, 3))
+    return ops.reshape(folded, (1, height, width, -1)), channels
+
+
+def _unfold_batch_from_channels(outputs, channels_per_example):
+    """`[1, H, W, B*C]` -> `[B, H, W, C]` (inverse of the fold)."""
+    height, width = _dim(outputs, 1), _dim(outputs, 2)
+    unfolded = ops.reshape(outputs, (height, width, -1, channels_per_example))
+    return ops.transpose(unfolded, (2, 0, 1, 3))
+
+
+def _pair(value):
+    if isinstance(value, int):
+        return (value, value)
+    return tuple(value)
+
+
+def _strided_pointwise_input(inputs, strides):
+    stride_h, stride_w = _pair(strides)
+    if stride_h == 1 and stride_w == 1:
+        return inputs
+    return inputs[:, ::stride_h, ::stride_w, :]
+
+
+def per_example_conv(
+    inputs,
+    kernels,
+    strides=1,
+    padding="valid",
+    dilation_rate=1,
+    data_format=None,
+):
+    """2D convolution with a different kernel for every example, as one convolution.
+
+    Args:
+        inputs: `[B, H, W, Cin]`.
+        kernels: `[B, kh, kw, Cin, Cout]`, one kernel per example.
+        strides, padding, dilation_rate: as in `keras.ops.conv`.
+        data_format: only `"channels_last"` (or `None` with that global setting).
+
+    Returns:
+        `[B, H', W', Cout]`, equal to convolving each example with its own kernel.
+
+    A 1x1 kernel is an einsum over channels. Larger kernels fold the batch into the
+    channel axis and run one grouped convolution with `groups = B`.
+    """
+    _check_channels_last(data_format)
+    kernel_h, kernel_w, in_channels, out_channels = kernels.shape[1:]
+    if kernel_h == 1 and kernel_w == 1:
+        strided = _strided_pointwise_input(inputs, strides)
+        return ops.einsum("bhwi,bio->bhwo", strided, kernels[:, 0, 0])
+    folded_inputs, _ = _fold_batch_into_channels(inputs)
+    # [B, kh, kw, Cin, Cout] -> [kh, kw, Cin, B*Cout]: group b reads input channels
+    # b*Cin:(b+1)*Cin and writes output channels b*Cout:(b+1)*Cout.
+    folded_kernel = ops.reshape(
+        ops.transpose(kernels, (1, 2, 3, 0, 4)),
+        (kernel_h, kernel_w, in_channels, -1),
+    )
+    outputs = ops.conv(
+        folded_inputs,
+        folded_kernel,
+        strides=strides,
+        padding=padding,
+        data_format="channels_last",
+        dilation_rate=dilation_rate,
+    )
+    return _unfold_batch_from_channels(outputs, out_channels)
+
+
+def per_example_depthwise_conv(
+    inputs,
+    kernels,
+    strides=1,
+    padding="valid",
+    dilation_rate=1,
+    data_format=None,
+):
+    """Depthwise convolution with a different kernel for every example.
+
+    Args:
+        inputs: `[B, H, W, C]`.
+        kernels: `[B, kh, kw, C, depth_multiplier]`.
+
+    Returns:
+        `[B, H', W', C * depth_multiplier]`, one depthwise convolution over the
+        batch folded into channels.
+    """
+    _check_channels_last(data_format)
+    kernel_h, kernel_w, channels, multiplier = kernels.shape[1:]
+    folded_inputs, _ = _fold_batch_into_channels(inputs)
+    folded_kernel = ops.reshape(
+        ops.transpose(kernels, (1, 2, 0, 3, 4)),
+        (kernel_h, kernel_w, -1, multiplier),
+    )
+    outputs = ops.depthwise_conv(
+        folded_inputs,
+        folded_kernel,
+        strides=strides,
+        padding=padding,
+        data_format="channels_last",
+        dilation_rate=dilation_rate,
+    )
+    return _unfold_batch_from_channels(outputs, channels * multiplier)
+
+
+def _flatten_inner_axes(inputs):
+    """`[B, ..., I]` -> `[B, N, I]` so dense einsums need one fixed rank."""
+    return ops.reshape(inputs, (ops.shape(inputs)[0], -1, inputs.shape[-1]))
+
+
+def _restore_inner_axes(outputs, inputs):
+    if len(inputs.shape) == 2:
+        return outputs[:, 0, :]
+    target = tuple(ops.shape(inputs)[:-1]) + (outputs.shape[-1],)
+    return ops.reshape(outputs, target)
+
+
+def per_example_dense(inputs, kernels):
+    """Dense layer with a different `[I, O]` kernel per example.
+
+    Args:
+        inputs: `[B, ..., I]`.
+        kernels: `[B, I, O]`.
+
+    Returns:
+        `[B, ..., O]`.
+    """
+    outputs = ops.einsum("bni,bio->bno", _flatten_inner_axes(inputs), kernels)
+    return _restore_inner_axes(outputs, inputs)
+
+
+def mixture_conv(
+    inputs,
+    experts,
+    routing_weights,
+    strides=1,
+    padding="valid",
+    dilation_rate=1,
+    data_format=None,
+):
+    """Linear mixture of E expert convolutions, computed as one convolution.
+
+    Args:
+        inputs: `[B, H, W, Cin]`.
+        experts: `[E, kh, kw, Cin, Cout]`.
+        routing_weights: `[B, E]`.
+
+    Returns:
+        `[B, H', W', Cout]`: `sum_e routing_weights[:, e] * conv(inputs, experts[e])`.
+    """
+    _check_channels_last(data_format)
+    num_experts, kernel_h, kernel_w, in_channels, out_channels = experts.shape
+    # Experts side by side on the output axis: [kh, kw, Cin, E*Cout], expert-major.
+    stacked_kernel = ops.reshape(
+        ops.transpose(experts, (1, 2, 3, 0, 4)),
+        (kernel_h, kernel_w, in_channels, num_experts * out_channels),
+    )
+    outputs = ops.conv(
+        inputs,
+        stacked_kernel,
+        strides=strides,
+        padding=padding,
+        data_format="channels_last",
+        dilation_rate=dilation_rate,
+    )
+    out_h, out_w = _dim(outputs, 1), _dim(outputs, 2)
+    outputs = ops.reshape(outputs, (-1, out_h, out_w, num_experts, out_channels))
+    return ops.einsum("bhweo,be->bhwo", outputs, routing_weights)
+
+
+def mixture_depthwise_conv(
+    inputs,
+    experts,
+    routing_weights,
+    strides=1,
+    padding="valid",
+    dilation_rate=1,
+    data_format=None,
+):
+    """Linear mixture of E expert depthwise convolutions, as one depthwise conv.
+
+    Args:
+        inputs: `[B, H, W, C]`.
+        experts: `[E, kh, kw, C, depth_multiplier]`.
+        routing_weights: `[B, E]`.
+
+    Returns:
+        `[B, H', W', C * depth_multiplier]`.
+    """
+    _check_channels_last(data_format)
+    num_experts, kernel_h, kernel_w, channels, multiplier = experts.shape
+    # Depthwise output channel c*M' + m reads input channel c; with M' = E*M and the
+    # expert index major inside each channel, the output splits as [C, E, M].
+    stacked_kernel = ops.reshape(
+        ops.transpose(experts, (1, 2, 3, 0, 4)),
+        (kernel_h, kernel_w, channels, num_experts * multiplier),
+    )
+    outputs = ops.depthwise_conv(
+        inputs,
+        stacked_kernel,
+        strides=strides,
+        padding=padding,
+        data_format="channels_last",
+        dilation_rate=dilation_rate,
+    )
+    out_h, out_w = _dim(outputs, 1), _dim(outputs, 2)
+    outputs = ops.reshape(
+        outputs, (-1, out_h, out_w, channels, num_experts, multiplier)
+    )
+    outputs = ops.einsum("bhwcem,be->bhwcm", outputs, routing_weights)
+    return ops.reshape(outputs, (-1, out_h, out_w, channels * multiplier))
+
+
+def mixture_dense(inputs, experts, routing_weights):
+    """Linear mixture of E expert dense layers.
+
+    Args:
+        inputs: `[B, ..., I]`.
+        experts: `[E, I, O]`.
+        routing_weights: `[B, E]`.
+
+    Returns:
+        `[B, ..., O]`.
+    """
+    outputs = ops.einsum(
+        "bni,eio,be->bno", _flatten_inner_axes(inputs), experts, routing_weights
+    )
+    return _restore_inner_axes(outputs, inputs)
