@@ -1,0 +1,85 @@
+"""Shared fixtures. The suite runs once per backend: set KERAS_BACKEND before pytest."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+BACKEND = keras.backend.backend()
+
+# Float32 tolerances: the references accumulate in float64, the layers in float32
+# with different summation orders (grouped conv, einsum, XLA fusions).
+ATOL = 1e-4
+RTOL = 1e-4
+
+
+def pytest_report_header(config):
+    return f"keras backend: {BACKEND} (keras {keras.__version__})"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state():
+    keras.config.set_dtype_policy("float32")
+    keras.utils.set_random_seed(1234)
+    yield
+    keras.config.set_dtype_policy("float32")
+    keras.backend.clear_session()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def to_numpy(tensor):
+    return np.asarray(keras.ops.convert_to_numpy(tensor))
+
+
+def jit(fn):
+    """Compiles `fn` the way each backend compiles a training or inference step."""
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(fn)
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    import torch
+
+    return torch.compile(fn, dynamic=True)
+
+
+def gradients(loss_fn, arrays):
+    """Gradients of the scalar `loss_fn(*tensors)` with respect to each array."""
+    if BACKEND == "jax":
+        import jax
+
+        grads = jax.grad(loss_fn, argnums=tuple(range(len(arrays))))(*arrays)
+        return [np.asarray(g) for g in grads]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.convert_to_tensor(a) for a in arrays]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            loss = loss_fn(*tensors)
+        return [g.numpy() for g in tape.gradient(loss, tensors)]
+    import torch
+
+    tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+    grads = torch.autograd.grad(loss_fn(*tensors), tensors)
+    return [g.detach().cpu().numpy() for g in grads]
+
+
+@pytest.fixture
+def other_backend():
+    """The backend after this one, cyclically: writer of cross-backend files."""
+    order = ["tensorflow", "jax", "torch"]
+    return order[(order.index(BACKEND) + 1) % len(order)]
+
+
+@pytest.fixture
+def repo_root():
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,0 +1,220 @@
+"""The aggregation core against per-example NumPy loops (tolerance: conftest.ATOL)."""
+
+import keras
+import numpy as np
+import pytest
+
+import reference
+from conftest import ATOL, BACKEND, RTOL, gradients, jit, to_numpy
+from keras_dynconv import ops as dc
+
+CONV_CASES = [
+    # (batch, H, W, Cin, Cout, kernel, strides, padding, dilation)
+    (1, 7, 7, 3, 4, (3, 3), 1, "same", 1),
+    (3, 9, 8, 4, 5, (3, 3), 2, "same", 1),
+    (2, 9, 9, 2, 3, (3, 2), 1, "valid", 2),
+    (4, 8, 8, 5, 6, (1, 1), 2, "same", 1),
+    (2, 6, 6, 4, 2, (1, 1), 1, "valid", 1),
+]
+# TensorFlow's depthwise convolution only takes equal strides, as for
+# keras.layers.DepthwiseConv2D, so unequal strides are tested on regular convs only.
+UNEQUAL_STRIDES_CASE = (2, 10, 10, 3, 3, (5, 5), (2, 1), "valid", 1)
+
+
+def _random(rng, *shape):
+    return rng.standard_normal(shape).astype("float32")
+
+
+def test_combine_experts_matches_weighted_sum(rng):
+    routing = _random(rng, 3, 4)
+    experts = _random(rng, 4, 2, 5, 6)
+    expected = np.einsum("be,eijk->bijk", routing, experts)
+    np.testing.assert_allclose(
+        to_numpy(dc.combine_experts(routing, experts)), expected, atol=ATOL, rtol=RTOL
+    )
+
+
+@pytest.mark.parametrize("case", CONV_CASES + [UNEQUAL_STRIDES_CASE])
+def test_per_example_conv_matches_loop(rng, case):
+    batch, h, w, cin, cout, ksize, strides, padding, dilation = case
+    inputs = _random(rng, batch, h, w, cin)
+    kernels = _random(rng, batch, *ksize, cin, cout)
+    expected = np.stack(
+        [reference.conv2d(x, k, strides, padding, dilation) for x, k in zip(inputs, kernels)]
+    )
+    out = dc.per_example_conv(inputs, kernels, strides, padding, dilation)
+    np.testing.assert_allclose(to_numpy(out), expected, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_per_example_depthwise_conv_matches_loop(rng, case, multiplier):
+    batch, h, w, channels, _, ksize, strides, padding, dilation = case
+    inputs = _random(rng, batch, h, w, channels)
+    kernels = _random(rng, batch, *ksize, channels, multiplier)
+    expected = np.stack(
+        [
+            reference.depthwise_conv2d(x, k, strides, padding, dilation)
+            for x, k in zip(inputs, kernels)
+        ]
+    )
+    out = dc.per_example_depthwise_conv(inputs, kernels, strides, padding, dilation)
+    np.testing.assert_allclose(to_numpy(out), expected, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("inner_shape", [(), (5,), (2, 3)])
+def test_per_example_dense_matches_loop(rng, inner_shape):
+    inputs = _random(rng, 3, *inner_shape, 4)
+    kernels = _random(rng, 3, 4, 6)
+    expected = np.stack([x @ k for x, k in zip(inputs, kernels)])
+    out = dc.per_example_dense(inputs, kernels)
+    np.testing.assert_allclose(to_numpy(out), expected, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("case", CONV_CASES + [UNEQUAL_STRIDES_CASE])
+@pytest.mark.parametrize("num_experts", [1, 3])
+def test_mixture_conv_matches_weighted_expert_outputs(rng, case, num_experts):
+    batch, h, w, cin, cout, ksize, strides, padding, dilation = case
+    inputs = _random(rng, batch, h, w, cin)
+    experts = _random(rng, num_experts, *ksize, cin, cout)
+    routing = _random(rng, batch, num_experts)
+    expected = reference.cond_conv2d(
+        inputs, experts, routing, strides=strides, padding=padding, dilation=dilation
+    )
+    out = dc.mixture_conv(inputs, experts, routing, strides, padding, dilation)
+    np.testing.assert_allclose(to_numpy(out), expected, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:3])
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_mixture_depthwise_conv_matches_reference(rng, case, multiplier):
+    batch, h, w, channels, _, ksize, strides, padding, dilation = case
+    inputs = _random(rng, batch, h, w, channels)
+    experts = _random(rng, 3, *ksize, channels, multiplier)
+    routing = _random(rng, batch, 3)
+    expected = reference.cond_conv2d(
+        inputs, experts, routing, depthwise=True,
+        strides=strides, padding=padding, dilation=dilation,
+    )
+    out = dc.mixture_depthwise_conv(inputs, experts, routing, strides, padding, dilation)
+    np.testing.assert_allclose(to_numpy(out), expected, atol=ATOL, rtol=RTOL)
+
+
+def test_mixture_dense_matches_reference(rng):
+    inputs = _random(rng, 4, 6)
+    experts = _random(rng, 3, 6, 5)
+    routing = _random(rng, 4, 3)
+    expected = reference.cond_dense(inputs, experts, routing)
+    out = dc.mixture_dense(inputs, experts, routing)
+    np.testing.assert_allclose(to_numpy(out), expected, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_per_example_and_mixture_gradients_agree(rng, depthwise):
+    inputs = _random(rng, 3, 8, 8, 4)
+    experts = _random(rng, 3, 3, 3, 4, 2 if depthwise else 5)
+    routing = _random(rng, 3, 3)
+    per_example_fn = dc.per_example_depthwise_conv if depthwise else dc.per_example_conv
+    mixture_fn = dc.mixture_depthwise_conv if depthwise else dc.mixture_conv
+    out_shape = to_numpy(mixture_fn(inputs, experts, routing, 2, "same")).shape
+    projection = _random(rng, *out_shape)
+
+    def per_example_loss(x, e, r):
+        out = per_example_fn(x, dc.combine_experts(r, e), 2, "same")
+        return keras.ops.sum(out * keras.ops.convert_to_tensor(projection))
+
+    def mixture_loss(x, e, r):
+        out = mixture_fn(x, e, r, 2, "same")
+        return keras.ops.sum(out * keras.ops.convert_to_tensor(projection))
+
+    for got, want in zip(
+        gradients(per_example_loss, [inputs, experts, routing]),
+        gradients(mixture_loss, [inputs, experts, routing]),
+    ):
+        np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
+
+
+def _all_core_ops(x, kernels, dw_kernels, experts, dw_experts, routing):
+    return (
+        dc.per_example_conv(x, kernels, 2, "same"),
+        dc.per_example_conv(x, kernels[:, :1, :1], 1, "same"),
+        dc.per_example_depthwise_conv(x, dw_kernels, 1, "same"),
+        dc.mixture_conv(x, experts, routing, 1, "same"),
+        dc.mixture_depthwise_conv(x, dw_experts, routing, 2, "same"),
+    )
+
+
+def test_core_ops_compile_with_jit(rng):
+    compiled_ops = jit(_all_core_ops)
+    # Two batch sizes: torch compiles with a dynamic batch, JAX and XLA retrace.
+    for batch in (2, 3):
+        args = [
+            _random(rng, batch, 8, 8, 3),
+            _random(rng, batch, 3, 3, 3, 4),
+            _random(rng, batch, 3, 3, 3, 1),
+            _random(rng, 4, 3, 3, 3, 4),
+            _random(rng, 4, 3, 3, 3, 1),
+            _random(rng, batch, 4),
+        ]
+        for got, want in zip(compiled_ops(*args), _all_core_ops(*args)):
+            np.testing.assert_allclose(to_numpy(got), to_numpy(want), atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TF graphs carry an unknown batch")
+def test_unknown_batch_size_in_tf_function(rng):
+    import tensorflow as tf
+
+    x = _random(rng, 3, 8, 8, 3)
+    kernels = _random(rng, 3, 3, 3, 3, 4)
+    experts = _random(rng, 2, 3, 3, 3, 4)
+    routing = _random(rng, 3, 2)
+    specs = [
+        tf.TensorSpec([None, None, None, 3]),
+        tf.TensorSpec([None, 3, 3, 3, 4]),
+        tf.TensorSpec([2, 3, 3, 3, 4]),
+        tf.TensorSpec([None, 2]),
+    ]
+
+    def both(x, k, e, r):
+        return dc.per_example_conv(x, k, 2, "same"), dc.mixture_conv(x, e, r, 1, "same")
+
+    for jit_compile in (False, True):
+        fn = tf.function(both, input_signature=specs, jit_compile=jit_compile)
+        traced = fn.get_concrete_function()
+        assert traced.structured_outputs[0].shape.as_list() == [None, None, None, 4]
+        for got, want in zip(fn(x, kernels, experts, routing), both(x, kernels, experts, routing)):
+            np.testing.assert_allclose(got.numpy(), to_numpy(want), atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="jax.export symbolic shapes")
+def test_symbolic_batch_in_jax_export(rng):
+    # XLA needs a static feature_group_count, so the grouped per-example conv
+    # retraces per batch size under JAX; the mixture and 1x1 paths export with a
+    # symbolic batch dimension.
+    import jax
+    from jax import export
+
+    (batch,) = export.symbolic_shape("b")
+    x = _random(rng, 3, 8, 8, 3)
+    experts = _random(rng, 2, 3, 3, 3, 4)
+    pointwise = _random(rng, 3, 1, 1, 3, 4)
+    routing = _random(rng, 3, 2)
+
+    def both(x, pw, r):
+        return dc.mixture_conv(x, experts, r, 1, "same"), dc.per_example_conv(x, pw, 2)
+
+    exported = export.export(jax.jit(both))(
+        jax.ShapeDtypeStruct((batch, 8, 8, 3), "float32"),
+        jax.ShapeDtypeStruct((batch, 1, 1, 3, 4), "float32"),
+        jax.ShapeDtypeStruct((batch, 2), "float32"),
+    )
+    assert str(exported.out_avals[0].shape[0]) == "b"
+    for got, want in zip(exported.call(x, pointwise, routing), both(x, pointwise, routing)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=ATOL, rtol=RTOL)
+
+
+def test_channels_first_is_refused(rng):
+    with pytest.raises(NotImplementedError, match="channels_last"):
+        dc.per_example_conv(
+            _random(rng, 1, 3, 4, 4), _random(rng, 1, 3, 3, 3, 2), data_format="channels_first"
+        )
