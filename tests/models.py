@@ -7,9 +7,9 @@ from keras_dynconv import layers
 
 
 def _conv_stem(x):
-    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False)(x)
-    x = keras.layers.BatchNormalization()(x)
-    return keras.layers.ReLU()(x)
+    # No BatchNorm: its moving statistics lag behind in a few steps and would make
+    # evaluate() in inference mode a poor judge of whether training worked.
+    return keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
 
 
 def _apply(kind, x):
@@ -26,7 +26,9 @@ def _apply(kind, x):
     if kind == "sparse_dynamic":
         return layers.SparseDynamicConv2D(16, 3, target_density=0.5)(x)
     if kind == "mod":
-        return layers.MoDBlock(keras.layers.Conv2D(2, 3, padding="same"), capacity=4)(x)
+        selected = x.shape[-1] // 4
+        block = keras.layers.Conv2D(selected, 3, padding="same")
+        return layers.MoDBlock(block, capacity=4)(x)
     raise ValueError(kind)
 
 

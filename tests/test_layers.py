@@ -370,3 +370,28 @@ def test_mod_block_is_differentiable_through_the_scores(rng):
     names = ["inputs"] + [v.path for v in layer.trainable_variables]
     for name, grad in zip(names, grads):
         assert np.any(grad != 0), f"no gradient reaches {name}"
+
+
+def test_mod_block_ties_select_the_lowest_channels(rng):
+    """A dead selector scores every channel 0.5: all backends pick channels 0..k-1."""
+    inputs = _random(rng, 2, 4, 4, 8)
+    layer = layers.MoDBlock(keras.layers.Identity(), capacity=4)
+    layer(inputs)
+    layer.selector_kernel.assign(np.zeros(layer.selector_kernel.shape, "float32"))
+    expected = inputs.copy()
+    expected[..., :2] += 0.5 * inputs[..., :2]
+    np.testing.assert_allclose(to_numpy(layer(inputs)), expected, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("seed", [None, 5])
+def test_each_expert_is_initialised_like_a_conv2d_kernel(seed):
+    """Fans come from one expert's shape, not E times it, and experts differ."""
+    layer = layers.CondConv2D(
+        64, 3, num_experts=8, kernel_initializer=keras.initializers.GlorotUniform(seed)
+    )
+    layer.build((None, 8, 8, 64))
+    kernel = to_numpy(layer.kernel)
+    limit = np.sqrt(6.0 / (9 * 64 + 9 * 64))  # Glorot for one (3, 3, 64, 64) kernel
+    np.testing.assert_allclose(kernel.std(axis=(1, 2, 3, 4)), limit / np.sqrt(3), rtol=0.05)
+    assert np.abs(kernel).max() <= limit
+    assert not np.allclose(kernel[0], kernel[1])

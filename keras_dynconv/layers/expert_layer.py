@@ -37,6 +37,30 @@ def resolve_strategy(strategy, num_experts, training):
     return "per_example"
 
 
+def per_expert_initializer(initializer):
+    """Initializes each expert as its own kernel, as the official CondConv and timm do.
+
+    Called on the whole `(E, ...)` shape, a variance-scaling initializer would count
+    E in the fan-in and shrink every expert by about sqrt(E); activations then vanish
+    through a few CondConv layers. A seeded initializer gets seed + e for expert e,
+    so the experts differ.
+    """
+
+    def initialize(shape, dtype=None):
+        config = initializer.get_config()
+        experts = []
+        for index in range(shape[0]):
+            expert_initializer = initializer
+            if config.get("seed") is not None:
+                expert_initializer = initializer.__class__.from_config(
+                    {**config, "seed": config["seed"] + index}
+                )
+            experts.append(expert_initializer(tuple(shape[1:]), dtype=dtype))
+        return ops.stack(experts)
+
+    return initialize
+
+
 class ExpertLayer(keras.layers.Layer):
     """Base of layers whose kernel is a per-example mix of `num_experts` kernels.
 
@@ -116,32 +140,13 @@ class ExpertLayer(keras.layers.Layer):
 
     # --- build and call ---------------------------------------------------------
     def _check_input_shape(self, shape):
-        rank_ok = (
-            len(shape) == self.input_rank
-            if self.input_rank
-            else len(shape) >= self.min_input_rank
+        validation.input_shape(
+            self.name,
+            shape,
+            rank=self.input_rank,
+            min_rank=self.min_input_rank,
+            built_channels=getattr(self, "input_channels", None),
         )
-        if not rank_ok:
-            expected = (
-                f"rank {self.input_rank}" if self.input_rank
-                else f"rank >= {self.min_input_rank}"
-            )
-            raise ValueError(
-                f"Invalid `inputs` for layer '{self.name}': expected a tensor of "
-                f"{expected} (channels last). Received inputs with shape {tuple(shape)}"
-            )
-        if shape[-1] is None:
-            raise ValueError(
-                f"Invalid `inputs` for layer '{self.name}': the channel axis must be "
-                f"known. Received inputs with shape {tuple(shape)}"
-            )
-        built_channels = getattr(self, "input_channels", None)
-        if built_channels is not None and shape[-1] != built_channels:
-            raise ValueError(
-                f"Invalid `inputs` for layer '{self.name}': the layer was built for "
-                f"{built_channels} input channels. Received inputs with shape "
-                f"{tuple(shape)}"
-            )
 
     def build(self, input_shape):
         self._check_input_shape(input_shape)
@@ -149,7 +154,7 @@ class ExpertLayer(keras.layers.Layer):
         self.kernel = self.add_weight(
             name="kernel",
             shape=(self.num_experts,) + tuple(self.expert_kernel_shape(input_channels)),
-            initializer=self.kernel_initializer,
+            initializer=per_expert_initializer(self.kernel_initializer),
             regularizer=self.kernel_regularizer,
             constraint=self.kernel_constraint,
         )
@@ -158,7 +163,7 @@ class ExpertLayer(keras.layers.Layer):
             self.bias = self.add_weight(
                 name="bias",
                 shape=(self.num_experts, self.output_channels(input_channels)),
-                initializer=self.bias_initializer,
+                initializer=per_expert_initializer(self.bias_initializer),
                 regularizer=self.bias_regularizer,
                 constraint=self.bias_constraint,
             )

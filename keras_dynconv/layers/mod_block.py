@@ -14,7 +14,8 @@ class MoDBlock(keras.layers.Layer):
     input channels; the top `k = floor(C / capacity)` channels are gathered, passed
     through `block`, scaled by their scores (which makes the selector trainable) and
     added onto the first k channels of the input; the other channels pass unchanged
-    (paper Sec. 3.1-3.3). The output has the input's shape.
+    (paper Sec. 3.1-3.3). The output has the input's shape. Tied scores select the
+    lowest channel indices, identically on every backend.
 
     Args:
         block: a Keras layer or model mapping `[B, H, W, k]` to `[B, H, W, k]`, e.g.
@@ -56,19 +57,9 @@ class MoDBlock(keras.layers.Layer):
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
     def _check_input_shape(self, shape):
-        if len(shape) != 4 or shape[-1] is None:
-            raise ValueError(
-                f"Invalid `inputs` for layer '{self.name}': expected a tensor of rank "
-                f"4 [batch, height, width, channels] with known channels. Received "
-                f"inputs with shape {tuple(shape)}"
-            )
-        built_channels = getattr(self, "input_channels", None)
-        if built_channels is not None and shape[-1] != built_channels:
-            raise ValueError(
-                f"Invalid `inputs` for layer '{self.name}': the layer was built for "
-                f"{built_channels} input channels. Received inputs with shape "
-                f"{tuple(shape)}"
-            )
+        validation.input_shape(
+            self.name, shape, rank=4, built_channels=getattr(self, "input_channels", None)
+        )
 
     def build(self, input_shape):
         self._check_input_shape(input_shape)
@@ -113,7 +104,11 @@ class MoDBlock(keras.layers.Layer):
     def call(self, inputs, training=None):
         self._check_input_shape(inputs.shape)
         k = self.num_selected
-        top_scores, top_channels = ops.top_k(self.channel_scores(inputs), k)
+        scores = self.channel_scores(inputs)
+        # A stable sort, not top_k: on ties (e.g. a dead selector gives every channel
+        # 0.5) every backend then picks the lowest channel indices.
+        top_channels = ops.argsort(-scores, axis=-1)[:, :k]
+        top_scores = ops.take_along_axis(scores, top_channels, axis=-1)
         batch, height, width = ops.shape(inputs)[:3]
         gather_shape = (batch, height, width, k)
         indices = ops.broadcast_to(top_channels[:, None, None, :], gather_shape)

@@ -84,3 +84,20 @@ def channels_last(data_format):
             )
         one_of("data_format", data_format, ("channels_last", "channels_first"))
     return "channels_last"
+
+
+def input_shape(layer_name, shape, rank=None, min_rank=2, built_channels=None):
+    """Checks a layer's `inputs`: its rank, a known channel axis, the built channels."""
+    rank_ok = len(shape) == rank if rank else len(shape) >= min_rank
+    if not rank_ok or shape[-1] is None:
+        expected = f"rank {rank}" if rank else f"rank >= {min_rank}"
+        raise ValueError(
+            f"Invalid `inputs` for layer '{layer_name}': expected a tensor of "
+            f"{expected} (channels last) with a known channel axis. Received inputs "
+            f"with shape {tuple(shape)}"
+        )
+    if built_channels is not None and shape[-1] != built_channels:
+        raise ValueError(
+            f"Invalid `inputs` for layer '{layer_name}': the layer was built for "
+            f"{built_channels} input channels. Received inputs with shape {tuple(shape)}"
+        )

@@ -81,6 +81,25 @@ def _strided_pointwise_input(inputs, strides):
     return inputs[:, ::stride_h, ::stride_w, :]
 
 
+def _side_by_side(kernels):
+    """`[N, kh, kw, I, O]` -> `[kh, kw, I, N*O]`: N kernels along the output axis, N-major."""
+    _, kernel_h, kernel_w, in_channels, _ = kernels.shape
+    return ops.reshape(
+        ops.transpose(kernels, (1, 2, 3, 0, 4)), (kernel_h, kernel_w, in_channels, -1)
+    )
+
+
+def _convolve(conv_op, inputs, kernel, strides, padding, dilation_rate):
+    return conv_op(
+        inputs,
+        kernel,
+        strides=strides,
+        padding=padding,
+        data_format="channels_last",
+        dilation_rate=dilation_rate,
+    )
+
+
 def per_example_conv(
     inputs,
     kernels,
@@ -104,24 +123,15 @@ def per_example_conv(
     channel axis and run one grouped convolution with `groups = B`.
     """
     _check_channels_last(data_format)
-    kernel_h, kernel_w, in_channels, out_channels = kernels.shape[1:]
+    kernel_h, kernel_w, _, out_channels = kernels.shape[1:]
     if kernel_h == 1 and kernel_w == 1:
         strided = _strided_pointwise_input(inputs, strides)
         return ops.einsum("bhwi,bio->bhwo", strided, kernels[:, 0, 0])
     folded_inputs, _ = _fold_batch_into_channels(inputs)
-    # [B, kh, kw, Cin, Cout] -> [kh, kw, Cin, B*Cout]: group b reads input channels
-    # b*Cin:(b+1)*Cin and writes output channels b*Cout:(b+1)*Cout.
-    folded_kernel = ops.reshape(
-        ops.transpose(kernels, (1, 2, 3, 0, 4)),
-        (kernel_h, kernel_w, in_channels, -1),
-    )
-    outputs = ops.conv(
-        folded_inputs,
-        folded_kernel,
-        strides=strides,
-        padding=padding,
-        data_format="channels_last",
-        dilation_rate=dilation_rate,
+    # Kernels side by side, [kh, kw, Cin, B*Cout]: as a grouped conv (groups = B),
+    # group b reads input channels b*Cin:(b+1)*Cin and writes b*Cout:(b+1)*Cout.
+    outputs = _convolve(
+        ops.conv, folded_inputs, _side_by_side(kernels), strides, padding, dilation_rate
     )
     return _unfold_batch_from_channels(outputs, out_channels)
 
@@ -151,13 +161,8 @@ def per_example_depthwise_conv(
         ops.transpose(kernels, (1, 2, 0, 3, 4)),
         (kernel_h, kernel_w, -1, multiplier),
     )
-    outputs = ops.depthwise_conv(
-        folded_inputs,
-        folded_kernel,
-        strides=strides,
-        padding=padding,
-        data_format="channels_last",
-        dilation_rate=dilation_rate,
+    outputs = _convolve(
+        ops.depthwise_conv, folded_inputs, folded_kernel, strides, padding, dilation_rate
     )
     return _unfold_batch_from_channels(outputs, channels * multiplier)
 
@@ -208,19 +213,9 @@ def mixture_conv(
         `[B, H', W', Cout]`: `sum_e routing_weights[:, e] * conv(inputs, experts[e])`.
     """
     _check_channels_last(data_format)
-    num_experts, kernel_h, kernel_w, in_channels, out_channels = experts.shape
-    # Experts side by side on the output axis: [kh, kw, Cin, E*Cout], expert-major.
-    stacked_kernel = ops.reshape(
-        ops.transpose(experts, (1, 2, 3, 0, 4)),
-        (kernel_h, kernel_w, in_channels, num_experts * out_channels),
-    )
-    outputs = ops.conv(
-        inputs,
-        stacked_kernel,
-        strides=strides,
-        padding=padding,
-        data_format="channels_last",
-        dilation_rate=dilation_rate,
+    num_experts, out_channels = experts.shape[0], experts.shape[-1]
+    outputs = _convolve(
+        ops.conv, inputs, _side_by_side(experts), strides, padding, dilation_rate
     )
     out_h, out_w = _dim(outputs, 1), _dim(outputs, 2)
     outputs = ops.reshape(outputs, (-1, out_h, out_w, num_experts, out_channels))
@@ -247,20 +242,11 @@ def mixture_depthwise_conv(
         `[B, H', W', C * depth_multiplier]`.
     """
     _check_channels_last(data_format)
-    num_experts, kernel_h, kernel_w, channels, multiplier = experts.shape
+    num_experts, channels, multiplier = experts.shape[0], experts.shape[3], experts.shape[4]
     # Depthwise output channel c*M' + m reads input channel c; with M' = E*M and the
     # expert index major inside each channel, the output splits as [C, E, M].
-    stacked_kernel = ops.reshape(
-        ops.transpose(experts, (1, 2, 3, 0, 4)),
-        (kernel_h, kernel_w, channels, num_experts * multiplier),
-    )
-    outputs = ops.depthwise_conv(
-        inputs,
-        stacked_kernel,
-        strides=strides,
-        padding=padding,
-        data_format="channels_last",
-        dilation_rate=dilation_rate,
+    outputs = _convolve(
+        ops.depthwise_conv, inputs, _side_by_side(experts), strides, padding, dilation_rate
     )
     out_h, out_w = _dim(outputs, 1), _dim(outputs, 2)
     outputs = ops.reshape(

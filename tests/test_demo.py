@@ -1,0 +1,70 @@
+"""The main job and its offline data loaders."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from keras_dynconv import demo, offline_data
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def _fake_fashion_dir(tmp_path, num=20):
+    rng = np.random.default_rng(0)
+    for key, name in offline_data.FASHION_MNIST_FILES.items():
+        shape = (num, 28, 28) if "images" in key else (num,)
+        _write_idx(str(tmp_path / name), rng.integers(0, 10 if "labels" in key else 256, shape))
+    return str(tmp_path)
+
+
+def test_idx_reader_and_fashion_mnist_layout(tmp_path):
+    directory = _fake_fashion_dir(tmp_path)
+    assert offline_data.find_fashion_mnist([str(tmp_path / "missing"), directory]) == directory
+    (x_train, y_train), (x_test, y_test) = offline_data.load_fashion_mnist(directory)
+    assert x_train.shape == (20, 28, 28) and x_train.dtype == np.uint8
+    assert y_test.shape == (20,) and y_test.max() < 10
+
+
+def test_truncated_idx_file_is_refused(tmp_path):
+    path = str(tmp_path / "bad.gz")
+    with gzip.open(path, "wb") as f:
+        f.write(bytes([0, 0, 0x08, 1]) + (10).to_bytes(4, "big") + b"\x01\x02")
+    with pytest.raises(ValueError, match="truncated"):
+        offline_data._read_idx(path)
+
+
+def test_digits_are_real_and_split():
+    (x_train, y_train), (x_test, y_test) = offline_data.load_digits()
+    assert x_train.shape[1:] == (8, 8) and len(x_train) + len(x_test) == 1797
+    assert x_train.max() == 255 and set(np.unique(y_train)) == set(range(10))
+
+
+def test_unknown_dataset_name():
+    with pytest.raises(ValueError, match="name='mnist'"):
+        offline_data.load_offline_dataset("mnist")
+
+
+def test_demo_trains_a_condconv_network_on_digits():
+    model, history, accuracy = demo.run("digits", epochs=1, max_train=128, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert 0.0 <= accuracy <= 1.0
+    assert any(type(layer).__name__ == "CondConv2D" for layer in model.layers)
+
+
+def test_shared_routing_example_runs(repo_root):
+    import importlib.util
+    import os
+
+    path = os.path.join(repo_root, "examples", "shared_routing_block.py")
+    spec = importlib.util.spec_from_file_location("shared_routing_block", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    model = example.main(batch_size=2)
+    assert sum(type(l).__name__ == "CondConv2D" for l in model.layers) == 2
