@@ -42,18 +42,19 @@ def per_expert_initializer(initializer):
 
     Called on the whole `(E, ...)` shape, a variance-scaling initializer would count
     E in the fan-in and shrink every expert by about sqrt(E); activations then vanish
-    through a few CondConv layers. A seeded initializer gets seed + e for expert e,
-    so the experts differ.
+    through a few CondConv layers. Keras' random initializers hold an integer seed
+    (drawn at construction when none is given) and return the same values at every
+    call, so expert e is drawn with seed + e: the experts differ.
     """
 
     def initialize(shape, dtype=None):
-        config = initializer.get_config()
+        seed = getattr(initializer, "seed", None)
         experts = []
         for index in range(shape[0]):
             expert_initializer = initializer
-            if config.get("seed") is not None:
+            if isinstance(seed, int):
                 expert_initializer = initializer.__class__.from_config(
-                    {**config, "seed": config["seed"] + index}
+                    {**initializer.get_config(), "seed": seed + index}
                 )
             experts.append(expert_initializer(tuple(shape[1:]), dtype=dtype))
         return ops.stack(experts)
