@@ -224,9 +224,7 @@ class ExpertLayer(keras.layers.Layer):
             bias = dynconv_ops.combine_experts(routing_weights, self.bias)
             broadcast_shape = (-1,) + (1,) * (len(outputs.shape) - 2) + (bias.shape[-1],)
             outputs = outputs + ops.reshape(bias, broadcast_shape)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+        return self.activation(outputs)
 
     def set_routing_temperature(self, value):
         """Sets the temperature of the layer's own routing function."""
