@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_dynconv.layers import validation
 from keras_dynconv.layers.expert_layer import ExpertLayer
 from keras_dynconv.layers.sparse_dynamic_conv import SparseDynamicConv2D
 
@@ -12,15 +13,6 @@ def _layers_of(model, layer_type):
         for layer in model._flatten_layers(include_self=False, recursive=True)
         if isinstance(layer, layer_type)
     ]
-
-
-def _check_epochs(value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            "Invalid value for argument `epochs`. Expected a strictly positive "
-            f"integer. Received epochs={value!r}"
-        )
-    return value
 
 
 @keras.saving.register_keras_serializable(package="keras_dynconv")
@@ -47,15 +39,9 @@ class RoutingTemperatureScheduler(keras.callbacks.Callback):
 
     def __init__(self, initial=30.0, final=1.0, epochs=10):
         super().__init__()
-        for name, value in (("initial", initial), ("final", final)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ValueError(
-                    f"Invalid value for argument `{name}`. Expected a strictly "
-                    f"positive number. Received {name}={value!r}"
-                )
-        self.initial = float(initial)
-        self.final = float(final)
-        self.epochs = _check_epochs(epochs)
+        self.initial = validation.positive_float("initial", initial)
+        self.final = validation.positive_float("final", final)
+        self.epochs = validation.positive_int("epochs", epochs)
         self._current = self.initial
 
     def temperature_at(self, epoch):
@@ -98,23 +84,9 @@ class SparsityScheduler(keras.callbacks.Callback):
 
     def __init__(self, final_density, epochs, phases=3):
         super().__init__()
-        if (
-            isinstance(final_density, bool)
-            or not isinstance(final_density, (int, float))
-            or not 0 < final_density <= 1
-        ):
-            raise ValueError(
-                "Invalid value for argument `final_density`. Expected a float in "
-                f"(0, 1]. Received final_density={final_density!r}"
-            )
-        self.final_density = float(final_density)
-        self.epochs = _check_epochs(epochs)
-        if isinstance(phases, bool) or not isinstance(phases, int) or phases < 1:
-            raise ValueError(
-                "Invalid value for argument `phases`. Expected a strictly positive "
-                f"integer. Received phases={phases!r}"
-            )
-        self.phases = phases
+        self.final_density = validation.density("final_density", final_density)
+        self.epochs = validation.positive_int("epochs", epochs)
+        self.phases = validation.positive_int("phases", phases)
         self._current = 1.0
 
     def target_at(self, epoch):

@@ -71,7 +71,7 @@ class SparseDynamicConv2D(DynamicConv2D):
         super().__init__(
             filters, kernel_size, num_kernels=num_kernels, reduction=reduction, **kwargs
         )
-        self.initial_target_density = self._check_density(target_density)
+        self.initial_target_density = validation.density("target_density", target_density)
         if (
             isinstance(sparsity_penalty, bool)
             or not isinstance(sparsity_penalty, (int, float))
@@ -86,16 +86,6 @@ class SparseDynamicConv2D(DynamicConv2D):
             "mask_temperature", mask_temperature
         )
         self.threshold_initializer = keras.initializers.get(threshold_initializer)
-
-    @staticmethod
-    def _check_density(value):
-        density = validation.fraction("target_density", value, allow_one=True)
-        if density == 0:
-            raise ValueError(
-                "Invalid value for argument `target_density`. Expected a float in "
-                f"(0, 1]. Received target_density={value!r}"
-            )
-        return density
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -128,7 +118,7 @@ class SparseDynamicConv2D(DynamicConv2D):
 
     def set_target_density(self, value):
         """Sets the density the penalty pushes towards (used by the scheduler)."""
-        self.target_density.assign(self._check_density(value))
+        self.target_density.assign(validation.density("target_density", value))
 
     def get_config(self):
         config = super().get_config()

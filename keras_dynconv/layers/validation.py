@@ -61,6 +61,20 @@ def fraction(name, value, allow_one=False):
     return float(value)
 
 
+def density(name, value):
+    """A fraction of weights kept: a float in (0, 1]."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 < value <= 1
+    ):
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a float in (0, 1]. "
+            f"Received {name}={value!r}"
+        )
+    return float(value)
+
+
 def positive_float(name, value):
     if (
         isinstance(value, bool)
