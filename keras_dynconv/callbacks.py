@@ -4,7 +4,7 @@ import keras
 
 from keras_dynconv.layers import validation
 from keras_dynconv.layers.expert_layer import ExpertLayer
-from keras_dynconv.layers.sparse_dynamic_conv import SparseDynamicConv2D
+from keras_dynconv.layers.sparse_dynamic_conv import SparseMaskMixin
 
 
 def _layers_of(model, layer_type):
@@ -64,7 +64,7 @@ class RoutingTemperatureScheduler(keras.callbacks.Callback):
 
 @keras.saving.register_keras_serializable(package="keras_dynconv")
 class SparsityScheduler(keras.callbacks.Callback):
-    """Lowers the target density of every `SparseDynamicConv2D`, in phases.
+    """Lowers the target density of every sparse dynamic layer, in phases.
 
     SD-Conv (Algorithm 1) divides training into `phases + 1` equal parts: the first
     is dense, and each following part moves the target density a step closer to
@@ -95,13 +95,13 @@ class SparsityScheduler(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._current = self.target_at(epoch)
-        for layer in _layers_of(self.model, SparseDynamicConv2D):
+        for layer in _layers_of(self.model, SparseMaskMixin):
             layer.set_target_density(self._current)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        sparse_layers = _layers_of(self.model, SparseDynamicConv2D)
+        sparse_layers = _layers_of(self.model, SparseMaskMixin)
         logs["target_density"] = self._current
         if sparse_layers:
             densities = [float(layer.density()) for layer in sparse_layers]

@@ -323,6 +323,28 @@ def test_sparse_dynamic_conv2d_masks_penalty_and_density(rng, tmp_path):
     run_layer_test(make, [inputs], tmp_path)
 
 
+def test_sparse_dynamic_depthwise_conv2d_masks_its_depthwise_kernels(rng, tmp_path):
+    inputs = _random(rng, 2, 8, 8, 6)
+
+    def make():
+        return layers.SparseDynamicDepthwiseConv2D(3, num_kernels=3, strides=2, temperature=1.0)
+
+    layer = make()
+    layer(inputs)
+    kernel = to_numpy(layer.kernel)
+    assert kernel.shape == (3, 3, 3, 6, 1)
+    threshold = float(np.quantile(np.abs(kernel), 0.7))
+    layer.threshold.assign(threshold)
+    mask = reference.sd_conv_mask(kernel, threshold, 1.0 / 1024)
+    np.testing.assert_allclose(float(to_numpy(layer.density())), mask.mean(), atol=1e-6)
+    expected = reference.cond_conv2d(
+        inputs, kernel * mask, _routing_reference(layer, inputs),
+        depthwise=True, strides=2, padding="same",
+    )
+    np.testing.assert_allclose(to_numpy(layer(inputs)), expected, atol=ATOL, rtol=RTOL)
+    run_layer_test(make, [inputs], tmp_path)
+
+
 def test_sparse_mask_straight_through_gradient_reaches_threshold(rng):
     kernel = _random(rng, 2, 3, 3, 4, 4) * 0.1
     threshold = np.float32(np.median(np.abs(kernel)))

@@ -38,7 +38,8 @@ def test_model_saved_by_another_backend_loads_with_identical_outputs(tmp_path, o
 @pytest.mark.parametrize(
     "name",
     ["CondConv2D", "CondDepthwiseConv2D", "CondDense", "DynamicConv2D",
-     "DynamicDepthwiseConv2D", "SparseDynamicConv2D", "MoDBlock", "Routing"],
+     "DynamicDepthwiseConv2D", "SparseDynamicConv2D",
+     "SparseDynamicDepthwiseConv2D", "MoDBlock", "Routing"],
 )
 def test_layers_are_registered_under_the_package(name):
     from keras_dynconv import layers

@@ -10,6 +10,7 @@ from keras_dynconv.layers.expert_layer import resolve_strategy
 from keras_dynconv.layers.mod_block import MoDBlock
 from keras_dynconv.layers.routing import Routing
 from keras_dynconv.layers.sparse_dynamic_conv import SparseDynamicConv2D
+from keras_dynconv.layers.sparse_dynamic_conv import SparseDynamicDepthwiseConv2D
 
 __all__ = [
     "CondConv2D",
@@ -21,5 +22,6 @@ __all__ = [
     "MoDBlock",
     "Routing",
     "SparseDynamicConv2D",
+    "SparseDynamicDepthwiseConv2D",
     "resolve_strategy",
 ]
