@@ -1,0 +1,31 @@
+"""Model zoo: static, CondConv, dynamic, sparse dynamic and Mixture-of-Depths networks.
+
+Every builder follows `keras.applications`' signature and takes raw [0, 255] RGB.
+`list_models()` names them all; `get_model(name, **kwargs)` builds one.
+"""
+
+from keras_dynconv.zoo.efficientnet import condconv_efficientnet_b0
+from keras_dynconv.zoo.efficientnet import condconv_efficientnet_b0_depth
+from keras_dynconv.zoo.efficientnet import condconv_efficientnet_b1
+from keras_dynconv.zoo.efficientnet import condconv_efficientnet_lite0
+from keras_dynconv.zoo.efficientnet import efficientnet_b0
+from keras_dynconv.zoo.efficientnet import efficientnet_b1
+from keras_dynconv.zoo.efficientnet import efficientnet_lite0
+from keras_dynconv.zoo.mnasnet import condconv_mnasnet_a1
+from keras_dynconv.zoo.mnasnet import mnasnet_a1
+from keras_dynconv.zoo.mobilenet_v1 import condconv_mobilenet_v1
+from keras_dynconv.zoo.mobilenet_v1 import mobilenet_v1
+from keras_dynconv.zoo.mobilenet_v2 import condconv_mobilenet_v2
+from keras_dynconv.zoo.mobilenet_v2 import dynamic_mobilenet_v2
+from keras_dynconv.zoo.mobilenet_v2 import mobilenet_v2
+from keras_dynconv.zoo.mobilenet_v2 import mobilenet_v2_mod
+from keras_dynconv.zoo.mobilenet_v2 import sparse_dynamic_mobilenet_v2
+from keras_dynconv.zoo.registry import get_model
+from keras_dynconv.zoo.registry import list_models
+from keras_dynconv.zoo.registry import model_entry
+from keras_dynconv.zoo.resnet import condconv_resnet50
+from keras_dynconv.zoo.resnet import dynamic_resnet50
+from keras_dynconv.zoo.resnet import resnet50
+from keras_dynconv.zoo.resnet import resnet75_mod
+from keras_dynconv.zoo.resnet import resnet86_mod
+from keras_dynconv.zoo.resnet import sparse_dynamic_resnet50

@@ -1,0 +1,97 @@
+"""The zoo's model registry: `list_models`, `get_model` and `variant` wrappers."""
+
+import dataclasses
+import inspect
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperFigure:
+    """A published figure a model is checked against (MADDs per image at `size`)."""
+
+    madds: float
+    source: str
+    size: int = 224
+    overrides: tuple = ()  # builder arguments of the measured configuration
+
+    def builder_arguments(self):
+        return dict(self.overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: object
+    family: str
+    default_size: int
+    description: str
+    paper: tuple = ()
+    weights: tuple = ()
+
+
+_MODELS = {}
+
+
+def variant(
+    builder, name, family, description, default_size=224, paper=(), fixed=None, defaults=None
+):
+    """Registers `builder` as the public builder `name`.
+
+    `fixed` arguments are hidden from the variant's signature; `defaults` only change
+    defaults. The wrapper keeps the builder's remaining signature (with `name`
+    defaulting to the variant's name), so `help()` and IDEs show the real arguments:
+    a variant is one call, not a copied function.
+    """
+    fixed = dict(fixed or {})
+    defaults = {**(defaults or {}), "name": name}
+    signature = inspect.signature(builder)
+    parameters = {
+        key: parameter.replace(
+            default=defaults.get(key, parameter.default),
+            kind=inspect.Parameter.KEYWORD_ONLY,
+        )
+        for key, parameter in signature.parameters.items()
+        if key not in fixed and parameter.kind is not inspect.Parameter.VAR_KEYWORD
+    }
+
+    def build(**kwargs):
+        unknown = set(kwargs) - set(parameters)
+        if unknown:
+            raise TypeError(
+                f"{name}() got unexpected keyword arguments {sorted(unknown)}. "
+                f"Valid arguments: {sorted(parameters)}"
+            )
+        return builder(**{**fixed, **defaults, **kwargs})
+
+    build.__signature__ = signature.replace(parameters=list(parameters.values()))
+    build.__name__ = build.__qualname__ = name
+    build.__module__ = builder.__module__
+    build.__doc__ = f"{description}\n\nArguments: see `{builder.__name__}`.\n"
+    if name in _MODELS:
+        raise ValueError(f"Model {name!r} is registered twice")
+    _MODELS[name] = ModelEntry(
+        name=name,
+        builder=build,
+        family=family,
+        default_size=default_size,
+        description=description,
+        paper=tuple(paper),
+    )
+    return build
+
+
+def list_models(family=None):
+    """Names of the registered models (of one `family` if given), sorted."""
+    return sorted(n for n, e in _MODELS.items() if family in (None, e.family))
+
+
+def model_entry(name):
+    if name not in _MODELS:
+        raise ValueError(
+            f"Unknown model {name!r}. Expected one of {list_models()}"
+        )
+    return _MODELS[name]
+
+
+def get_model(name, **kwargs):
+    """Builds the registered model `name` with builder arguments `kwargs`."""
+    return model_entry(name).builder(**kwargs)
