@@ -29,3 +29,5 @@ from keras_dynconv.zoo.resnet import resnet50
 from keras_dynconv.zoo.resnet import resnet75_mod
 from keras_dynconv.zoo.resnet import resnet86_mod
 from keras_dynconv.zoo.resnet import sparse_dynamic_resnet50
+from keras_dynconv.zoo.features import feature_extractor
+from keras_dynconv.zoo.features import pyramid_outputs
