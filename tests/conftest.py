@@ -14,6 +14,24 @@ ATOL = 1e-4
 RTOL = 1e-4
 
 
+# Backend on which the default suite runs the backend-independent architecture
+# counts (parameters and multiply-adds of 224x224 models): the fastest to build.
+ARCHITECTURE_BACKEND = "torch"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Architecture counts are the same Python on every backend: build them once.
+
+    On the other backends they become `large` (run with `-m large`); every builder
+    still builds, runs and round-trips on every backend in the default suite.
+    """
+    if BACKEND == ARCHITECTURE_BACKEND:
+        return
+    for item in items:
+        if item.get_closest_marker("architecture"):
+            item.add_marker(pytest.mark.large)
+
+
 def pytest_report_header(config):
     return f"keras backend: {BACKEND} (keras {keras.__version__})"
 

@@ -89,6 +89,7 @@ PAPER_FIGURES = [
 ]
 
 
+@pytest.mark.architecture
 @pytest.mark.parametrize(
     "name,figure", PAPER_FIGURES, ids=[f"{n}-{f.source}" for n, f in PAPER_FIGURES]
 )
@@ -102,6 +103,7 @@ def test_madds_reproduce_the_papers_tables(name, figure):
     )
 
 
+@pytest.mark.architecture
 @pytest.mark.parametrize(
     "name,experts,timm_name",
     [

@@ -109,6 +109,7 @@ def test_mixture_of_depths_variants_replace_every_second_block(name, mod_blocks,
     assert [m.num_selected for m in mods][: len(selected)] == selected
 
 
+@pytest.mark.architecture
 @pytest.mark.parametrize(
     "name,application",
     [
@@ -125,6 +126,7 @@ def test_static_trainable_params_equal_keras_applications(name, application):
     assert ours == theirs
 
 
+@pytest.mark.architecture
 @pytest.mark.parametrize("alpha", [0.35, 1.4])
 def test_mobilenet_v2_widths_equal_keras_applications(alpha):
     ours = zoo.mobilenet_v2(alpha=alpha, input_shape=(96, 96, 3))
