@@ -1,5 +1,6 @@
 """The `keras.applications` arguments every zoo builder takes: inputs, head, weights."""
 
+import dataclasses
 import os
 
 import keras
@@ -126,3 +127,42 @@ def pyramid_level(inputs, level):
     so `keras_dynconv.zoo.pyramid_outputs(model)` finds it in a reloaded model too.
     """
     return keras.layers.Identity(name=f"P{level}")(inputs)
+
+
+@dataclasses.dataclass(frozen=True)
+class ApplicationArguments:
+    """The arguments of a `keras.applications` builder, checked once.
+
+    Builders create one, take their input from `inputs()` and end with `finish()`.
+    """
+
+    name: str
+    include_top: bool = True
+    weights: object = None
+    input_tensor: object = None
+    input_shape: object = None
+    pooling: object = None
+    classes: int = 1000
+    classifier_activation: object = "softmax"
+    available_weights: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        check_common_arguments(
+            self.name, self.include_top, self.weights, self.pooling, self.classes,
+            self.classifier_activation, self.available_weights,
+        )
+
+    def inputs(self, default_size):
+        """(image tensor, model inputs); the image is raw [0, 255] RGB."""
+        return model_inputs(
+            self.name, self.input_shape, self.input_tensor, default_size, self.include_top
+        )
+
+    def finish(self, features, inputs, factory, dropout_rate):
+        """Adds the head (or pooling), builds the model and loads its weights."""
+        outputs = classification_head(
+            features, factory, self.include_top, self.pooling, self.classes,
+            self.classifier_activation, dropout_rate,
+        )
+        model = keras.Model(inputs, outputs, name=self.name)
+        return load_weights(model, self.weights, self.available_weights)

@@ -14,6 +14,7 @@ import dataclasses
 import keras
 
 from keras_dynconv import layers as dynamic_layers
+from keras_dynconv.layers import validation
 from keras_dynconv.zoo import arguments
 from keras_dynconv.zoo.block_table import make_divisible
 from keras_dynconv.zoo.block_table import parse_block_string
@@ -189,21 +190,16 @@ def build_inverted_residual_network(
         padding: "same" (TF) or "symmetric" (PyTorch); None for the reference's.
         include_preprocessing: normalise [0, 255] inputs inside the model.
     """
-    available_weights = available_weights or {}
-    if alphas is not None and alpha not in alphas:
-        raise ValueError(
-            f"Invalid value for argument `alpha` of `{name}`. Expected one of "
-            f"{list(alphas)}. Received alpha={alpha!r}"
-        )
+    if alphas is not None:
+        validation.one_of("alpha", alpha, alphas)
     conversion = conversion.with_overrides(
         num_experts=num_experts, routing=routing, strategy=strategy
     )
-    arguments.check_common_arguments(
-        name, include_top, weights, pooling, classes, classifier_activation, available_weights
+    application = arguments.ApplicationArguments(
+        name, include_top, weights, input_tensor, input_shape, pooling, classes,
+        classifier_activation, available_weights or {},
     )
-    image, inputs = arguments.model_inputs(
-        name, input_shape, input_tensor, architecture.default_size, include_top
-    )
+    image, inputs = application.inputs(architecture.default_size)
     factory = LayerFactory(
         conversion,
         padding=padding or architecture.padding,
@@ -248,8 +244,4 @@ def build_inverted_residual_network(
     x = factory.batch_norm(x, "head_bn")
     x = _activation(x, architecture.activation, "head_act")
     x = arguments.pyramid_level(x, level)
-    outputs = arguments.classification_head(
-        x, factory, include_top, pooling, classes, classifier_activation, dropout_rate
-    )
-    model = keras.Model(inputs, outputs, name=name)
-    return arguments.load_weights(model, weights, available_weights)
+    return application.finish(x, inputs, factory, dropout_rate)

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_dynconv.layers import validation
 from keras_dynconv.zoo import arguments
 from keras_dynconv.zoo.block_table import parse_block_string
 from keras_dynconv.zoo.conversion import STATIC_KNOBS
@@ -64,19 +65,15 @@ def build_mobilenet_v1(
         padding: "same" (TF, as keras.applications) or "symmetric".
         include_preprocessing: normalise [0, 255] inputs to [-1, 1] inside the model.
     """
-    available_weights = available_weights or {}
-    if alpha not in MOBILENET_V1_ALPHAS:
-        raise ValueError(
-            f"Invalid value for argument `alpha` of `{name}`. Expected one of "
-            f"{list(MOBILENET_V1_ALPHAS)}. Received alpha={alpha!r}"
-        )
+    validation.one_of("alpha", alpha, MOBILENET_V1_ALPHAS)
     conversion = conversion.with_overrides(
         num_experts=num_experts, routing=routing, strategy=strategy
     )
-    arguments.check_common_arguments(
-        name, include_top, weights, pooling, classes, classifier_activation, available_weights
+    application = arguments.ApplicationArguments(
+        name, include_top, weights, input_tensor, input_shape, pooling, classes,
+        classifier_activation, available_weights or {},
     )
-    image, inputs = arguments.model_inputs(name, input_shape, input_tensor, 224, include_top)
+    image, inputs = application.inputs(default_size=224)
     factory = LayerFactory(conversion, padding=padding)
     x = arguments.preprocess(image, "inception", include_preprocessing)
     x = factory.conv(x, int(STEM_FILTERS * alpha), 3, "conv1", strides=2)
@@ -108,11 +105,7 @@ def build_mobilenet_v1(
         x = factory.batch_norm(x, f"{block_name}_pw_bn")
         x = keras.layers.ReLU(6.0, name=f"{block_name}_pw_relu")(x)
     x = arguments.pyramid_level(x, level)
-    outputs = arguments.classification_head(
-        x, factory, include_top, pooling, classes, classifier_activation, dropout_rate
-    )
-    model = keras.Model(inputs, outputs, name=name)
-    return arguments.load_weights(model, weights, available_weights)
+    return application.finish(x, inputs, factory, dropout_rate)
 
 
 mobilenet_v1 = variant(

@@ -3,6 +3,7 @@
 import keras
 
 from keras_dynconv import layers as dynamic_layers
+from keras_dynconv.layers import validation
 from keras_dynconv.zoo import arguments
 from keras_dynconv.zoo.conversion import STATIC_KNOBS
 from keras_dynconv.zoo.conversion import Conversion
@@ -125,19 +126,15 @@ def build_resnet(
         dropout_rate: before the classifier.
         include_preprocessing: normalise inside the model.
     """
-    available_weights = available_weights or {}
-    if downsampling not in DOWNSAMPLING:
-        raise ValueError(
-            f"Invalid value for argument `downsampling`. Expected one of "
-            f"{list(DOWNSAMPLING)}. Received downsampling={downsampling!r}"
-        )
+    validation.one_of("downsampling", downsampling, DOWNSAMPLING)
     conversion = conversion.with_overrides(
         num_experts=num_experts, routing=routing, strategy=strategy
     )
-    arguments.check_common_arguments(
-        name, include_top, weights, pooling, classes, classifier_activation, available_weights
+    application = arguments.ApplicationArguments(
+        name, include_top, weights, input_tensor, input_shape, pooling, classes,
+        classifier_activation, available_weights or {},
     )
-    image, inputs = arguments.model_inputs(name, input_shape, input_tensor, 224, include_top)
+    image, inputs = application.inputs(default_size=224)
     factory = LayerFactory(conversion, padding="symmetric", bn_epsilon=1.001e-5)
     x = arguments.preprocess(image, "caffe", include_preprocessing)
     x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
@@ -165,11 +162,7 @@ def build_resnet(
                 )
             index += 1
         x = arguments.pyramid_level(x, stage + 2)
-    outputs = arguments.classification_head(
-        x, factory, include_top, pooling, classes, classifier_activation, dropout_rate
-    )
-    model = keras.Model(inputs, outputs, name=name)
-    return arguments.load_weights(model, weights, available_weights)
+    return application.finish(x, inputs, factory, dropout_rate)
 
 
 _FAMILY = "resnet"
