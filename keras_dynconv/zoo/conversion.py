@@ -15,6 +15,19 @@ from keras_dynconv.layers import validation
 
 LAYER_KINDS = ("static", "condconv", "dynamic", "sparse")
 PADDING_STYLES = ("same", "symmetric")
+# The layer each conversion kind uses for a convolution and a depthwise convolution.
+CONV_LAYERS = {
+    "static": keras.layers.Conv2D,
+    "condconv": dynamic_layers.CondConv2D,
+    "dynamic": dynamic_layers.DynamicConv2D,
+    "sparse": dynamic_layers.SparseDynamicConv2D,
+}
+DEPTHWISE_LAYERS = {
+    "static": keras.layers.DepthwiseConv2D,
+    "condconv": dynamic_layers.CondDepthwiseConv2D,
+    "dynamic": dynamic_layers.DynamicDepthwiseConv2D,
+    "sparse": dynamic_layers.SparseDynamicDepthwiseConv2D,
+}
 # Builder arguments a static variant hides: it has no experts to configure.
 STATIC_KNOBS = dict(num_experts=None, routing=None, strategy=None)
 
@@ -156,7 +169,11 @@ class LayerFactory:
             arguments["target_density"] = conversion.target_density
         return arguments
 
-    def _call(self, layer, inputs, routing_weights):
+    def _apply(self, layer_classes, positional, arguments, inputs, dynamic, routing_weights):
+        kind = self.conversion.kind if dynamic else "static"
+        if kind != "static":
+            arguments = {**arguments, **self._dynamic_arguments(routing_weights)}
+        layer = layer_classes[kind](*positional, **arguments)
         if routing_weights is None:
             return layer(inputs)
         return layer(inputs, routing_weights=routing_weights)
@@ -175,7 +192,7 @@ class LayerFactory:
     ):
         """A 2D convolution, dynamic when `dynamic` and the conversion is not static."""
         inputs, padding = self._pad(inputs, kernel_size, strides, name)
-        common = dict(
+        arguments = dict(
             strides=strides,
             padding=padding,
             use_bias=use_bias,
@@ -183,47 +200,27 @@ class LayerFactory:
             kernel_initializer=self.kernel_initializer,
             name=name,
         )
-        if not dynamic or self.conversion.is_static:
-            layer = keras.layers.Conv2D(filters, kernel_size, **common)
-            return layer(inputs)
-        layer_class = {
-            "condconv": dynamic_layers.CondConv2D,
-            "dynamic": dynamic_layers.DynamicConv2D,
-            "sparse": dynamic_layers.SparseDynamicConv2D,
-        }[self.conversion.kind]
-        layer = layer_class(
-            filters, kernel_size, **common, **self._dynamic_arguments(routing_weights)
+        return self._apply(
+            CONV_LAYERS, (filters, kernel_size), arguments, inputs, dynamic, routing_weights
         )
-        return self._call(layer, inputs, routing_weights)
 
     def depthwise(
         self, inputs, kernel_size, name, strides=1, dynamic=False, routing_weights=None
     ):
         """A depthwise convolution (no bias), dynamic as `conv`."""
         inputs, padding = self._pad(inputs, kernel_size, strides, name)
-        common = dict(
-            strides=strides,
-            padding=padding,
-            use_bias=False,
-            name=name,
+        # keras.layers.DepthwiseConv2D names its kernel initializer differently.
+        initializer = "kernel" if dynamic and not self.conversion.is_static else "depthwise"
+        arguments = {
+            "strides": strides,
+            "padding": padding,
+            "use_bias": False,
+            f"{initializer}_initializer": self.kernel_initializer,
+            "name": name,
+        }
+        return self._apply(
+            DEPTHWISE_LAYERS, (kernel_size,), arguments, inputs, dynamic, routing_weights
         )
-        if not dynamic or self.conversion.is_static:
-            layer = keras.layers.DepthwiseConv2D(
-                kernel_size, depthwise_initializer=self.kernel_initializer, **common
-            )
-            return layer(inputs)
-        layer_class = {
-            "condconv": dynamic_layers.CondDepthwiseConv2D,
-            "dynamic": dynamic_layers.DynamicDepthwiseConv2D,
-            "sparse": dynamic_layers.SparseDynamicDepthwiseConv2D,
-        }[self.conversion.kind]
-        layer = layer_class(
-            kernel_size,
-            kernel_initializer=self.kernel_initializer,
-            **common,
-            **self._dynamic_arguments(routing_weights),
-        )
-        return self._call(layer, inputs, routing_weights)
 
     def batch_norm(self, inputs, name):
         return keras.layers.BatchNormalization(
