@@ -10,6 +10,7 @@ static (official CondConv-EfficientNet, tensorflow/tpu condconv_layers).
 """
 
 import dataclasses
+import typing
 
 import keras
 
@@ -56,7 +57,6 @@ class InvertedResidualArchitecture:
     kernel_initializer: object = "glorot_uniform"
     dense_initializer: object = "glorot_uniform"
     default_size: int = 224
-
 
     def stem_filters_at(self, width):
         return make_divisible(self.stem_filters * width) if self.scale_stem else self.stem_filters
@@ -119,21 +119,44 @@ def inverted_residual_block(
 
 def _mod_inner_block(channels, arch, group, name):
     """The inverted residual a MoD block runs on its k selected channels."""
-    block_layers = [
-        keras.layers.Conv2D(int(channels * group.expansion), 1, use_bias=False, name=f"{name}_expand"),
-        keras.layers.BatchNormalization(epsilon=arch.bn_epsilon, momentum=arch.bn_momentum, name=f"{name}_expand_bn"),
-        keras.layers.Activation(arch.activation, name=f"{name}_expand_act"),
-        keras.layers.DepthwiseConv2D(group.kernel_size, padding="same", use_bias=False, name=f"{name}_dwconv"),
-        keras.layers.BatchNormalization(epsilon=arch.bn_epsilon, momentum=arch.bn_momentum, name=f"{name}_dwconv_bn"),
-        keras.layers.Activation(arch.activation, name=f"{name}_dwconv_act"),
-        keras.layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_project"),
-        keras.layers.BatchNormalization(epsilon=arch.bn_epsilon, momentum=arch.bn_momentum, name=f"{name}_project_bn"),
-    ]
-    return keras.Sequential(block_layers, name=name)
+
+    def batch_norm(suffix):
+        return keras.layers.BatchNormalization(
+            epsilon=arch.bn_epsilon, momentum=arch.bn_momentum, name=f"{name}_{suffix}"
+        )
+
+    return keras.Sequential(
+        [
+            keras.layers.Conv2D(
+                int(channels * group.expansion), 1, use_bias=False, name=f"{name}_expand"
+            ),
+            batch_norm("expand_bn"),
+            keras.layers.Activation(arch.activation, name=f"{name}_expand_act"),
+            keras.layers.DepthwiseConv2D(
+                group.kernel_size, padding="same", use_bias=False, name=f"{name}_dwconv"
+            ),
+            batch_norm("dwconv_bn"),
+            keras.layers.Activation(arch.activation, name=f"{name}_dwconv_act"),
+            keras.layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_project"),
+            batch_norm("project_bn"),
+        ],
+        name=name,
+    )
+
+
+class PlannedBlock(typing.NamedTuple):
+    """One block of the network after width and depth scaling."""
+
+    group: object  # its BlockGroup
+    stride: int
+    filters: int
+    level: int  # log2 of the block's output stride
+    repeat: int  # index of the block in its group
+    group_index: int
 
 
 def flat_blocks(arch, width, depth):
-    """[(group, stride, filters, level, repeat, group index)] of every block, scaled."""
+    """A `PlannedBlock` for every block of `arch` at width and depth multipliers."""
     blocks = []
     level = 1  # the stem has stride 2
     for group_index, group in enumerate(map(parse_block_string, arch.table)):
@@ -141,7 +164,7 @@ def flat_blocks(arch, width, depth):
         for repeat in range(scale_repeats(group.repeats, depth)):
             stride = group.stride if repeat == 0 else 1
             level += stride == 2
-            blocks.append((group, stride, filters, level, repeat, group_index))
+            blocks.append(PlannedBlock(group, stride, filters, level, repeat, group_index))
     return blocks
 
 
@@ -215,26 +238,24 @@ def build_inverted_residual_network(
 
     blocks = flat_blocks(architecture, alpha, depth)
     level = 1
-    for index, (group, stride, filters, block_level, repeat, group_index) in enumerate(
-        blocks
-    ):
-        if block_level != level:
+    for index, block in enumerate(blocks):
+        if block.level != level:
             x = arguments.pyramid_level(x, level)
-            level = block_level
+            level = block.level
         block_name = f"block{index}"
-        keeps_shape = stride == 1 and x.shape[-1] == filters and group.skip
-        if mod_capacity and keeps_shape and repeat % 2 == 1:
+        keeps_shape = block.stride == 1 and x.shape[-1] == block.filters and block.group.skip
+        if mod_capacity and keeps_shape and block.repeat % 2 == 1:
             inner = _mod_inner_block(
-                x.shape[-1] // mod_capacity, architecture, group, f"{block_name}_inner"
+                x.shape[-1] // mod_capacity, architecture, block.group, f"{block_name}_inner"
             )
             x = dynamic_layers.MoDBlock(
                 inner, capacity=mod_capacity, name=f"{block_name}_mod"
             )(x)
             continue
         x = inverted_residual_block(
-            x, factory, architecture, group, stride, filters, block_name,
+            x, factory, architecture, block.group, block.stride, block.filters, block_name,
             dynamic=conversion.converts_block(
-                index, len(blocks), group_index, len(architecture.table)
+                index, len(blocks), block.group_index, len(architecture.table)
             ),
             drop_rate=drop_connect_rate * index / len(blocks),
         )
