@@ -9,6 +9,7 @@ per paper figure measured at another configuration (e.g. MobileNetV1 0.25x).
 """
 
 import csv
+import inspect
 import os
 import re
 import sys
@@ -20,6 +21,7 @@ from keras_dynconv import layers
 from keras_dynconv import zoo
 from keras_dynconv.utils import count_madds
 from keras_dynconv.utils import count_params
+from keras_dynconv.weights import registry as weights_registry
 from keras_dynconv.zoo.registry import model_entry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,8 +37,9 @@ BEGIN, END = "<!-- BEGIN GENERATED TABLE -->", "<!-- END GENERATED TABLE -->"
 COLUMNS = [
     "model", "family", "configuration", "input_size", "dynamic_layers",
     "trainable_params", "non_trainable_params", "madds_millions",
-    "paper_madds_millions", "paper_source", "madds_vs_paper_percent",
+    "paper_madds_millions", "paper_source", "madds_vs_paper_percent", "weights",
 ]
+WEIGHTS_BEGIN, WEIGHTS_END = "<!-- BEGIN WEIGHTS TABLE -->", "<!-- END WEIGHTS TABLE -->"
 
 
 def _dynamic_summary(model):
@@ -45,6 +48,25 @@ def _dynamic_summary(model):
         if isinstance(layer, (layers.ExpertLayer, layers.MoDBlock)):
             kinds[type(layer).__name__] = kinds.get(type(layer).__name__, 0) + 1
     return " ".join(f"{count}x{kind}" for kind, count in sorted(kinds.items())) or "none"
+
+
+def _builder_defaults(builder):
+    return {
+        key: parameter.default
+        for key, parameter in inspect.signature(builder).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+
+
+def _weights_cell(name, entry, overrides):
+    """Weights names available at this configuration, with published top-1."""
+    arguments = {**_builder_defaults(entry.builder), **overrides}
+    cells = []
+    for weights in weights_registry.list_weights(name):
+        if weights.accepts(arguments):
+            top1 = f" ({weights.top1:g})" if weights.top1 is not None else ""
+            cells.append(f"{'/'.join(weights.names)}{top1}")
+    return "; ".join(cells)
 
 
 def _row(name, entry, size, overrides, figure):
@@ -63,6 +85,7 @@ def _row(name, entry, size, overrides, figure):
         "paper_madds_millions": f"{figure.madds / 1e6:.1f}" if figure else "",
         "paper_source": figure.source if figure else "",
         "madds_vs_paper_percent": f"{100 * (madds / figure.madds - 1):+.1f}" if figure else "",
+        "weights": _weights_cell(name, entry, overrides),
     }
     keras.backend.clear_session()
     return row
@@ -85,14 +108,55 @@ def collect_rows():
 
 def markdown_table(rows):
     header = ("| model | configuration | input | trainable params | MADDs (M) | paper (M) | "
-              "source | diff |\n| --- | --- | --- | ---: | ---: | ---: | --- | ---: |\n")
+              "source | diff | weights (published top-1 %) |\n"
+              "| --- | --- | --- | ---: | ---: | ---: | --- | ---: | --- |\n")
     lines = [
         f"| `{r['model']}` | {r['configuration']} | {r['input_size']} | "
         f"{r['trainable_params']:,} | {r['madds_millions']} | {r['paper_madds_millions']} | "
-        f"{r['paper_source']} | {r['madds_vs_paper_percent']}{'%' if r['paper_source'] else ''} |"
+        f"{r['paper_source']} | {r['madds_vs_paper_percent']}{'%' if r['paper_source'] else ''} | "
+        f"{r['weights'] or '-'} |"
         for r in rows
     ]
     return header + "\n".join(lines) + "\n"
+
+
+def weights_table():
+    """Every registered weights set (weights/README.md)."""
+    lines = [
+        "| model | `weights=` | needs | converter | source | normalization | top-1 % (source) "
+        "| licence |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for w in weights_registry.list_weights():
+        needs = ", ".join(f"{k}={v}" for k, v in w.arguments) or "-"
+        if w.converter == "upcycle":
+            source, normalization = f"upcycled from `{w.upcycle_from}`", "as the static twin"
+        else:
+            first = w.sources[0]
+            source = f"[{first.file_name}]({first.url})" + (
+                f" (+{len(w.sources) - 1} mirror)" if len(w.sources) > 1 else "")
+            normalization = w.normalization
+        top1 = f"{w.top1:g} ({w.top1_source})" if w.top1 is not None else "not published"
+        if w.converter == "upcycle":
+            top1 = "- (fine-tune first)"
+        lines.append(
+            f"| `{w.model}` | {' / '.join(f'`{n}`' for n in w.names)} | {needs} | "
+            f"{w.converter} | {source} | {normalization} | {top1} | {w.license or '-'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _replace_between(path, begin, end, content):
+    with open(path) as file:
+        text = file.read()
+    generated = f"{begin}\n{content}{end}"
+    text, replaced = re.subn(
+        re.escape(begin) + ".*?" + re.escape(end), lambda _: generated, text, flags=re.S
+    )
+    if not replaced:
+        raise SystemExit(f"{path} lacks the {begin} ... {end} markers")
+    with open(path, "w") as file:
+        file.write(text)
 
 
 def write(rows):
@@ -101,18 +165,11 @@ def write(rows):
         writer.writeheader()
         writer.writerows(rows)
     for family, card in CARDS.items():
-        path = os.path.join(ZOO_DIR, card)
-        with open(path) as file:
-            text = file.read()
         table = markdown_table([r for r in rows if r["family"] == family])
-        generated = f"{BEGIN}\n{table}{END}"
-        text, replaced = re.subn(
-            re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: generated, text, flags=re.S
-        )
-        if not replaced:
-            raise SystemExit(f"{path} lacks the {BEGIN} ... {END} markers")
-        with open(path, "w") as file:
-            file.write(text)
+        _replace_between(os.path.join(ZOO_DIR, card), BEGIN, END, table)
+    _replace_between(
+        os.path.join(ROOT, "weights", "README.md"), WEIGHTS_BEGIN, WEIGHTS_END, weights_table()
+    )
 
 
 if __name__ == "__main__":

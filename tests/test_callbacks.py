@@ -1,7 +1,6 @@
 """Temperature annealing and the sparsity schedule, inside model.fit."""
 
 import keras
-import numpy as np
 import pytest
 
 from conftest import to_numpy

@@ -51,11 +51,16 @@ def test_unknown_dataset_name():
         offline_data.load_offline_dataset("mnist")
 
 
-def test_demo_trains_a_condconv_network_on_digits():
-    model, history, accuracy = demo.run("digits", epochs=1, max_train=128, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
-    assert 0.0 <= accuracy <= 1.0
-    assert any(type(layer).__name__ == "CondConv2D" for layer in model.layers)
+def test_demo_fine_tunes_real_weights_on_digits(lite0_keras_home, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", lite0_keras_home)
+    results = demo.run("digits", epochs=1, max_train=64, image_size=32, verbose=0)
+    assert len(results) == 2
+    for model, history, accuracy in results.values():
+        assert np.isfinite(history.history["loss"][0])
+        assert 0.0 <= accuracy <= 1.0
+    (static, _, _), (condconv, _, _) = results.values()
+    assert not any(type(layer).__name__ == "CondConv2D" for layer in static.layers)
+    assert any(type(layer).__name__ == "CondConv2D" for layer in condconv.layers)
 
 
 def test_shared_routing_example_runs(repo_root):

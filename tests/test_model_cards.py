@@ -51,3 +51,26 @@ def test_cards_show_the_csv(rows, repo_root):
             for r in rows if r["family"] == family
         ]
         assert generated == script.markdown_table(family_rows), card
+
+
+def test_weights_columns_and_table_follow_the_registry(rows, repo_root):
+    script = _load_table_script(repo_root)
+    for row in rows:
+        entry = zoo.model_entry(row["model"])
+        overrides = {}
+        if row["configuration"] != "default":
+            figure = next(
+                f for f in entry.paper
+                if " ".join(f"{k}={v}" for k, v in f.overrides) == row["configuration"]
+            )
+            overrides = figure.builder_arguments()
+        assert row["weights"] == script._weights_cell(row["model"], entry, overrides), row
+    with open(os.path.join(repo_root, "weights", "README.md")) as file:
+        text = file.read()
+    generated = re.search(
+        re.escape(script.WEIGHTS_BEGIN) + "\n(.*?)" + re.escape(script.WEIGHTS_END), text,
+        flags=re.S,
+    ).group(1)
+    assert generated == script.weights_table()
+    imagenet_models = {row["model"] for row in rows if "imagenet" in row["weights"]}
+    assert {"efficientnet_lite0", "condconv_efficientnet_b0", "resnet50"} <= imagenet_models

@@ -32,6 +32,7 @@ from conftest import to_numpy
 from keras_dynconv import zoo
 from keras_dynconv.layers import Routing
 from keras_dynconv.weights import load_timm_state_dict
+from keras_dynconv.weights.timm_state_dict import _timm_module_order
 from keras_dynconv.zoo.preprocessing import NORMALIZATIONS
 
 GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "timm")
@@ -154,7 +155,9 @@ def test_logits_equal_timm(timm_name):
     routings = [layer for layer in model.layers if isinstance(layer, Routing)]
     temperatures = [to_numpy(routing.temperature) for routing in routings]
 
-    loaded = load_timm_state_dict(model, with_batch_counters(state_dict))
+    # Sorted by name, as a .safetensors file (timm's hub weights) stores them: the
+    # loader must restore timm's module order itself.
+    loaded = load_timm_state_dict(model, dict(sorted(with_batch_counters(state_dict).items())))
 
     assert sorted(name for name, _ in loaded) == sorted(state_dict)
     # Routing temperatures are not part of timm's state and stay untouched.
@@ -162,6 +165,23 @@ def test_logits_equal_timm(timm_name):
         temperatures, [to_numpy(routing.temperature) for routing in routings])
 
     assert_logits_match(model(pixels, training=False), spec)
+
+
+def module_prefixes(names):
+    prefixes = []
+    for name in names:
+        prefix = name.rpartition(".")[0]
+        if not prefixes or prefixes[-1] != prefix:
+            prefixes.append(prefix)
+    return prefixes
+
+
+@pytest.mark.parametrize("timm_name", sorted(PAIRS))
+def test_name_sorted_state_dict_gets_timm_module_order_back(timm_name):
+    names = [name for name, _ in golden(timm_name)["state_dict"]]
+    restored = _timm_module_order(sorted(names))
+    assert module_prefixes(restored) == module_prefixes(names)
+    assert _timm_module_order(names) == names
 
 
 def assert_logits_match(outputs, spec):

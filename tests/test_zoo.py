@@ -134,46 +134,7 @@ def test_mobilenet_v2_widths_equal_keras_applications(alpha):
     assert count_params(ours).trainable == count_params(theirs).trainable
 
 
-def _randomize_batch_norm_statistics(model, rng):
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            channels = layer.moving_mean.shape
-            layer.moving_mean.assign(rng.normal(0, 0.1, channels).astype("float32"))
-            layer.moving_variance.assign(rng.uniform(0.5, 1.5, channels).astype("float32"))
-
-
-@pytest.mark.parametrize(
-    "name,application,preprocess",
-    [
-        ("mobilenet_v2", "MobileNetV2", keras.applications.mobilenet_v2.preprocess_input),
-        ("mobilenet_v1", "MobileNet", keras.applications.mobilenet.preprocess_input),
-        ("resnet50", "ResNet50", keras.applications.resnet50.preprocess_input),
-        ("efficientnet_b0", "EfficientNetB0", None),  # normalises inside, as ours
-    ],
-)
-def test_static_baselines_take_keras_applications_weights_unchanged(name, application, preprocess, rng):
-    """Weights copied in order from keras.applications give the same logits."""
-    shape = (96, 96, 3)
-    theirs = getattr(keras.applications, application)(
-        weights=None, input_shape=shape, classifier_activation=None
-    )
-    _randomize_batch_norm_statistics(theirs, rng)
-    ours = zoo.get_model(name, input_shape=shape, classifier_activation=None)
-    # keras' EfficientNet keeps its input normalisation statistics as weights.
-    their_layers = [
-        l for l in theirs.layers if l.weights and not isinstance(l, keras.layers.Normalization)
-    ]
-    our_layers = [l for l in ours.layers if l.weights]
-    assert len(their_layers) == len(our_layers)
-    for their_layer, our_layer in zip(their_layers, our_layers):
-        our_layer.set_weights(
-            [np.reshape(w, v.shape) for w, v in zip(their_layer.get_weights(), our_layer.weights)]
-        )
-    images = rng.uniform(0, 255, size=(2,) + shape).astype("float32")
-    their_inputs = preprocess(images.copy()) if preprocess else images
-    expected = to_numpy(theirs(their_inputs, training=False))
-    # float32 through 50+ layers; logits are O(1).
-    np.testing.assert_allclose(to_numpy(ours(images, training=False)), expected, atol=2e-4, rtol=1e-4)
+# Weight-for-weight parity with keras.applications: tests/test_keras_applications_parity.py.
 
 
 def test_include_top_false_gives_features_or_pooled_features():

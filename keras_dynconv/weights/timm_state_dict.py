@@ -225,8 +225,56 @@ def _layer_slots(layer):
 
 
 # --- the timm side ---------------------------------------------------------------------
+# timm's EfficientNet module order (timm/models/efficientnet.py and
+# _efficientnet_blocks.py: the order in which each module's __init__ creates them).
+_TOP_LEVEL_ORDER = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "classifier")
+_INVERTED_RESIDUAL_ORDER = (
+    "conv_pw", "bn1", "conv_dw", "bn2", "se", "conv_pwl", "bn3", "routing_fn"
+)
+_DEPTHWISE_SEPARABLE_ORDER = ("conv_dw", "bn1", "se", "conv_pw", "bn2")
+_SE_ORDER = ("conv_reduce", "conv_expand")
+
+
+def _timm_module_order(names):
+    """`names` in timm's module order, or None if they are not timm EfficientNet names.
+
+    A `.safetensors` file stores its tensors sorted by name (timm's hub files do),
+    which loses the module order the matching relies on; this restores it. On a
+    `state_dict()` in its own order it changes nothing.
+    """
+    if not all(name.split(".", 1)[0] in _TOP_LEVEL_ORDER for name in names):
+        return None
+    blocks_with_pwl = {
+        tuple(name.split(".")[1:3]) for name in names if ".conv_pwl." in name
+    }
+
+    def rank(name):
+        parts = name.split(".")
+        top = _TOP_LEVEL_ORDER.index(parts[0])
+        if parts[0] != "blocks":
+            return (top, 0, 0, 0, 0)
+        stage, block, module = int(parts[1]), int(parts[2]), parts[3]
+        order = (
+            _INVERTED_RESIDUAL_ORDER
+            if (parts[1], parts[2]) in blocks_with_pwl
+            else _DEPTHWISE_SEPARABLE_ORDER
+        )
+        if module not in order:
+            return None
+        inner = _SE_ORDER.index(parts[4]) if module == "se" and parts[4] in _SE_ORDER else 0
+        return (top, stage, block, order.index(module), inner)
+
+    ranks = {name: rank(name) for name in names}
+    if any(value is None for value in ranks.values()):
+        return None
+    return sorted(names, key=lambda name: ranks[name])  # stable: leaves keep their order
+
+
 def _timm_modules(state_dict):
     """The state_dict as `_TimmModule`s, in order, without `num_batches_tracked`."""
+    ordered = _timm_module_order(list(state_dict))
+    if ordered is not None:
+        state_dict = {name: state_dict[name] for name in ordered}
     modules = {}
     for name, value in state_dict.items():
         if name.endswith(SKIPPED_SUFFIX):

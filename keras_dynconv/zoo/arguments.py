@@ -11,9 +11,7 @@ POOLINGS = (None, "avg", "max")
 MIN_INPUT_SIZE = 32
 
 
-def check_common_arguments(
-    name, include_top, weights, pooling, classes, classifier_activation, available_weights
-):
+def check_common_arguments(name, include_top, weights, pooling, classes):
     """Raises ValueError for arguments no builder accepts."""
     if pooling not in POOLINGS:
         raise ValueError(
@@ -27,22 +25,14 @@ def check_common_arguments(
             "Invalid value for argument `classes`. Expected a strictly positive "
             f"integer. Received classes={classes!r}"
         )
-    if weights is None:
-        return
-    is_file = isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights)
-    if not is_file and weights not in available_weights:
-        choices = [None, "a path to a .weights.h5 file"] + sorted(available_weights)
-        raise ValueError(
-            f"Invalid value for argument `weights` of `{name}`. Expected one of "
-            f"{choices}. Received weights={weights!r}"
-        )
-    if weights in available_weights and include_top and classifier_activation not in (
-        None,
-        "softmax",
+    # Registered names ("imagenet", ...) are resolved by the zoo's registered
+    # builders (keras_dynconv.weights.pretrained) before the generic builder runs.
+    if weights is not None and not (
+        isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights)
     ):
         raise ValueError(
-            "Only `None` and `'softmax'` are valid `classifier_activation` values with "
-            f"pretrained weights. Received classifier_activation={classifier_activation!r}"
+            f"Invalid value for argument `weights` of `{name}`. Expected None or the path "
+            f"of a .weights.h5 file. Received weights={weights!r}"
         )
 
 
@@ -108,15 +98,10 @@ def classification_head(
     return features
 
 
-def load_weights(model, weights, available_weights):
-    """Loads `weights` (a registered name or a .weights.h5 path) into `model`."""
-    if weights is None:
-        return model
-    if weights in available_weights:
-        path = available_weights[weights]()
-    else:
-        path = weights
-    model.load_weights(path)
+def load_weights(model, weights):
+    """Loads `weights` (a .weights.h5 path, or None) into `model`."""
+    if weights is not None:
+        model.load_weights(weights)
     return model
 
 
@@ -144,12 +129,10 @@ class ApplicationArguments:
     pooling: object = None
     classes: int = 1000
     classifier_activation: object = "softmax"
-    available_weights: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         check_common_arguments(
-            self.name, self.include_top, self.weights, self.pooling, self.classes,
-            self.classifier_activation, self.available_weights,
+            self.name, self.include_top, self.weights, self.pooling, self.classes
         )
 
     def inputs(self, default_size):
@@ -165,4 +148,4 @@ class ApplicationArguments:
             self.classifier_activation, dropout_rate,
         )
         model = keras.Model(inputs, outputs, name=self.name)
-        return load_weights(model, self.weights, self.available_weights)
+        return load_weights(model, self.weights)

@@ -191,7 +191,7 @@ def build_inverted_residual_network(
     mod_capacity=None,
     padding=None,
     include_preprocessing=True,
-    available_weights=None,
+    normalization=None,
 ):
     """Builds a network of the inverted-residual family as a functional `keras.Model`.
 
@@ -212,6 +212,8 @@ def build_inverted_residual_network(
             second shape-keeping block of a group; None for none.
         padding: "same" (TF) or "symmetric" (PyTorch); None for the reference's.
         include_preprocessing: normalise [0, 255] inputs inside the model.
+        normalization: input normalisation (`preprocessing.NORMALIZATIONS` key);
+            None for the reference's (the architecture's). Pretrained weights set it.
     """
     if alphas is not None:
         validation.one_of("alpha", alpha, alphas)
@@ -220,7 +222,7 @@ def build_inverted_residual_network(
     )
     application = arguments.ApplicationArguments(
         name, include_top, weights, input_tensor, input_shape, pooling, classes,
-        classifier_activation, available_weights or {},
+        classifier_activation,
     )
     image, inputs = application.inputs(architecture.default_size)
     factory = LayerFactory(
@@ -231,7 +233,8 @@ def build_inverted_residual_network(
         kernel_initializer=architecture.kernel_initializer,
         dense_initializer=architecture.dense_initializer,
     )
-    x = arguments.preprocess(image, architecture.normalization, include_preprocessing)
+    normalization = normalization or architecture.normalization
+    x = arguments.preprocess(image, normalization, include_preprocessing)
     x = factory.conv(x, architecture.stem_filters_at(alpha), 3, "stem_conv", strides=2)
     x = factory.batch_norm(x, "stem_bn")
     x = _activation(x, architecture.activation, "stem_act")

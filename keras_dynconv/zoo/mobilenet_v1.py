@@ -50,7 +50,7 @@ def build_mobilenet_v1(
     dropout_rate=1e-3,
     padding="same",
     include_preprocessing=True,
-    available_weights=None,
+    normalization=None,
 ):
     """Builds MobileNetV1 as keras.applications.MobileNet does, optionally CondConv.
 
@@ -64,6 +64,8 @@ def build_mobilenet_v1(
         dropout_rate: before the classifier (keras.applications' default 1e-3).
         padding: "same" (TF, as keras.applications) or "symmetric".
         include_preprocessing: normalise [0, 255] inputs to [-1, 1] inside the model.
+        normalization: input normalisation (`preprocessing.NORMALIZATIONS` key);
+            None for the reference's ("inception"). Pretrained weights set it.
     """
     validation.one_of("alpha", alpha, MOBILENET_V1_ALPHAS)
     conversion = conversion.with_overrides(
@@ -71,11 +73,11 @@ def build_mobilenet_v1(
     )
     application = arguments.ApplicationArguments(
         name, include_top, weights, input_tensor, input_shape, pooling, classes,
-        classifier_activation, available_weights or {},
+        classifier_activation,
     )
     image, inputs = application.inputs(default_size=224)
     factory = LayerFactory(conversion, padding=padding)
-    x = arguments.preprocess(image, "inception", include_preprocessing)
+    x = arguments.preprocess(image, normalization or "inception", include_preprocessing)
     x = factory.conv(x, int(STEM_FILTERS * alpha), 3, "conv1", strides=2)
     x = factory.batch_norm(x, "conv1_bn")
     x = keras.layers.ReLU(6.0, name="conv1_relu")(x)

@@ -10,6 +10,9 @@ NORMALIZATIONS = {
     # (x - 127.5) / 127.5: keras.applications' MobileNet/V2, timm's tf_* CondConv models
     # (mean = std = 0.5 of [0, 1] input).
     "inception": ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
+    # The official CondConv EfficientNet checkpoints (tensorflow/tpu condconv
+    # efficientnet_condconv_builder.py: MEAN_RGB = [127.0] * 3, STDDEV_RGB = [128.0] * 3).
+    "condconv": ((127.0, 127.0, 127.0), (128.0, 128.0, 128.0)),
     # keras.applications.ResNet50's "caffe" mode: BGR order, mean subtraction only.
     "caffe": ((103.939, 116.779, 123.68), (1.0, 1.0, 1.0)),
 }
@@ -21,7 +24,7 @@ class ImageNormalization(keras.layers.Layer):
     """`(x[..., order] - mean) / std` on `[B, H, W, 3]` images; no weights.
 
     Args:
-        mode: a key of `NORMALIZATIONS` ("imagenet", "inception", "caffe").
+        mode: a key of `NORMALIZATIONS` ("imagenet", "inception", "condconv", "caffe").
     """
 
     def __init__(self, mode="imagenet", **kwargs):

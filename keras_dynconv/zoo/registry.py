@@ -60,7 +60,10 @@ def variant(
                 f"{name}() got unexpected keyword arguments {sorted(unknown)}. "
                 f"Valid arguments: {sorted(parameters)}"
             )
-        return builder(**{**fixed, **defaults, **kwargs})
+        # Imported here: keras_dynconv.weights builds zoo models (upcycling).
+        from keras_dynconv.weights.pretrained import build_pretrained
+
+        return build_pretrained(name, builder, {**fixed, **defaults, **kwargs}, kwargs)
 
     build.__signature__ = signature.replace(parameters=list(parameters.values()))
     build.__name__ = build.__qualname__ = name

@@ -109,7 +109,7 @@ def build_resnet(
     mod_capacity=None,
     dropout_rate=0.0,
     include_preprocessing=True,
-    available_weights=None,
+    normalization=None,
 ):
     """Builds a bottleneck ResNet as keras.applications.ResNet50 does.
 
@@ -125,6 +125,8 @@ def build_resnet(
             CNN Mixture-of-Depths block with capacity c (64 in the paper).
         dropout_rate: before the classifier.
         include_preprocessing: normalise inside the model.
+        normalization: input normalisation (`preprocessing.NORMALIZATIONS` key);
+            None for the reference's ("caffe"). Pretrained weights set it.
     """
     validation.one_of("downsampling", downsampling, DOWNSAMPLING)
     conversion = conversion.with_overrides(
@@ -132,11 +134,11 @@ def build_resnet(
     )
     application = arguments.ApplicationArguments(
         name, include_top, weights, input_tensor, input_shape, pooling, classes,
-        classifier_activation, available_weights or {},
+        classifier_activation,
     )
     image, inputs = application.inputs(default_size=224)
     factory = LayerFactory(conversion, padding="symmetric", bn_epsilon=1.001e-5)
-    x = arguments.preprocess(image, "caffe", include_preprocessing)
+    x = arguments.preprocess(image, normalization or "caffe", include_preprocessing)
     x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
     x = keras.layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)
     x = factory.batch_norm(x, "conv1_bn")
