@@ -315,10 +315,9 @@ def _build_upcycled(entry, builder, arguments, static_builder, static_arguments)
     from keras_dynconv.weights.upcycling import upcycle
 
     _, static_weights = entry.static_twin
-    model_arguments = dict(arguments)
     if arguments.get("input_tensor") is not None:
         static_arguments = {**static_arguments, "input_shape": arguments["input_tensor"].shape[1:]}
     static = static_builder(**{**static_arguments, "weights": static_weights})
-    model = builder(**model_arguments)
+    model = builder(**arguments)
     upcycle(static, model)
     return model

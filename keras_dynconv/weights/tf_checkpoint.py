@@ -111,6 +111,7 @@ from keras_dynconv.layers import CondConv2D
 from keras_dynconv.layers import CondDepthwiseConv2D
 from keras_dynconv.layers import ExpertLayer
 from keras_dynconv.layers import Routing
+from keras_dynconv.weights.layer_slots import check_every_variable_filled
 
 EMA_SUFFIX = "ExponentialMovingAverage"
 
@@ -272,14 +273,7 @@ def _official_kind(layer):
 def _layer_slots(layer, kind):
     """The `_Slot`s of `layer`; every variable but Routing's temperature is filled."""
     slots = kind.slots(layer)
-    filled = {id(slot.variable) for slot in slots}
-    skipped = {id(layer.temperature)} if isinstance(layer, Routing) else set()
-    for variable in layer.weights:
-        if id(variable) not in filled | skipped:
-            raise ValueError(
-                f"Variable '{variable.path}' of layer '{layer.name}' has no counterpart in "
-                "the official EfficientNet checkpoints."
-            )
+    check_every_variable_filled(layer, slots, "official EfficientNet checkpoint")
     return slots
 
 

@@ -60,6 +60,7 @@ from keras_dynconv.layers import CondConv2D
 from keras_dynconv.layers import CondDepthwiseConv2D
 from keras_dynconv.layers import ExpertLayer
 from keras_dynconv.layers import Routing
+from keras_dynconv.weights.layer_slots import check_every_variable_filled
 
 SKIPPED_SUFFIX = "num_batches_tracked"
 ROUTING_MODULE = "routing_fn"  # timm CondConvResidual's routing Linear
@@ -212,15 +213,7 @@ def _layer_slots(layer):
             f"Layer '{layer.name}' of type {type(layer).__name__} has no timm "
             "EfficientNet-family counterpart."
         )
-    # Every variable must be filled, except Routing's non-trainable temperature.
-    filled = {id(slot.variable) for slot in slots}
-    skipped = {id(layer.temperature)} if isinstance(layer, Routing) else set()
-    for variable in layer.weights:
-        if id(variable) not in filled | skipped:
-            raise ValueError(
-                f"Variable '{variable.path}' of layer '{layer.name}' has no timm "
-                "counterpart."
-            )
+    check_every_variable_filled(layer, slots, "timm")
     return slots
 
 
