@@ -69,7 +69,9 @@ class SparsityScheduler(keras.callbacks.Callback):
     SD-Conv (Algorithm 1) divides training into `phases + 1` equal parts: the first
     is dense, and each following part moves the target density a step closer to
     `final_density`. The callback logs the scheduled target as `target_density` and
-    the mean kept fraction of the sparse layers as `density`.
+    the mean kept fraction of the sparse layers as `density`, and the sum of their
+    penalties (the part of `loss` that pushes towards the target) as
+    `sparsity_penalty`.
 
     Args:
         final_density: fraction of expert weights to keep at the end (1 - sparsity).
@@ -106,6 +108,7 @@ class SparsityScheduler(keras.callbacks.Callback):
         if sparse_layers:
             densities = [float(layer.density()) for layer in sparse_layers]
             logs["density"] = sum(densities) / len(densities)
+            logs["sparsity_penalty"] = sum(float(layer.penalty()) for layer in sparse_layers)
 
     def get_config(self):
         return {
@@ -113,3 +116,55 @@ class SparsityScheduler(keras.callbacks.Callback):
             "epochs": self.epochs,
             "phases": self.phases,
         }
+
+
+class RoutingStatistics(keras.callbacks.Callback):
+    """Logs how the routing functions use their experts, once per epoch.
+
+    At the end of every epoch the callback runs the model's routing functions
+    (`keras_dynconv.analysis.routing_model`) on a few batches of `data` and keeps,
+    for every routing function, the mean and spread of each expert's weight and the
+    normalised routing entropy (1: experts weigh the same, 0: one expert takes
+    all). It logs the mean entropy over layers as `routing_entropy`, keeps every
+    epoch's statistics in `self.history`, and appends them as JSON lines to
+    `path` when given.
+
+    Args:
+        data: images, `(images, labels)` arrays or a dataset of batches.
+        max_batches: batches of `data` to read per epoch.
+        path: optional `.jsonl` file to append `{"epoch", "layers": {...}}` to.
+
+    Example:
+    >>> stats = RoutingStatistics(validation_images, max_batches=2)
+    >>> model.fit(train_ds, epochs=3, callbacks=[stats])
+    >>> stats.history[-1]["layers"]["block5a_routing"]["mean"]  # one per expert
+    """
+
+    def __init__(self, data, max_batches=4, path=None):
+        super().__init__()
+        self.data = data
+        self.max_batches = validation.positive_int("max_batches", max_batches)
+        self.path = path
+        self.history = []
+        self._probe = None
+
+    def on_train_begin(self, logs=None):
+        from keras_dynconv.analysis import routing_model
+
+        self._probe = routing_model(self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        import json
+
+        from keras_dynconv.analysis import collect_routing, routing_statistics
+
+        routing, _ = collect_routing(self._probe, self.data, max_batches=self.max_batches)
+        statistics = routing_statistics(routing)
+        record = {"epoch": epoch, "layers": statistics}
+        self.history.append(record)
+        if logs is not None and statistics:
+            entropies = [layer["entropy"] for layer in statistics.values()]
+            logs["routing_entropy"] = sum(entropies) / len(entropies)
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")

@@ -51,16 +51,24 @@ def test_unknown_dataset_name():
         offline_data.load_offline_dataset("mnist")
 
 
-def test_demo_fine_tunes_real_weights_on_digits(lite0_keras_home, monkeypatch):
+def test_demo_fine_tunes_real_weights_on_digits_and_plots_routing(
+    lite0_keras_home, monkeypatch, tmp_path
+):
     monkeypatch.setenv("KERAS_HOME", lite0_keras_home)
-    results = demo.run("digits", epochs=1, max_train=64, image_size=32, verbose=0)
+    results = demo.run("digits", epochs=2, max_train=64, image_size=32,
+                       output_dir=str(tmp_path), verbose=0)
     assert len(results) == 2
     for model, history, accuracy in results.values():
-        assert np.isfinite(history.history["loss"][0])
+        assert history.stages == ["linear", "full"]
+        assert np.isfinite(history.history["loss"]).all()
         assert 0.0 <= accuracy <= 1.0
     (static, _, _), (condconv, _, _) = results.values()
     assert not any(type(layer).__name__ == "CondConv2D" for layer in static.layers)
     assert any(type(layer).__name__ == "CondConv2D" for layer in condconv.layers)
+    import matplotlib.image
+
+    image = matplotlib.image.imread(str(tmp_path / "routing.png"))
+    assert image.ndim == 3 and image.shape[1] > image.shape[0]  # two panels side by side
 
 
 def test_shared_routing_example_runs(repo_root):

@@ -66,16 +66,24 @@ class SparseMaskMixin:
         )
         return straight_through_round(soft)
 
+    def _penalty_of(self, mask):
+        density = ops.mean(ops.cast(mask, "float32"))
+        return self.sparsity_penalty * ops.relu(
+            density - ops.cast(self.target_density, "float32")
+        )
+
     def expert_kernels(self):
         mask = self._mask()
-        density = ops.mean(ops.cast(mask, "float32"))
-        excess = ops.relu(density - ops.cast(self.target_density, "float32"))
-        self.add_loss(self.sparsity_penalty * excess)
+        self.add_loss(self._penalty_of(mask))
         return self.kernel * mask
 
     def density(self):
         """Fraction of expert-kernel weights the current masks keep (a scalar)."""
         return ops.mean(ops.cast(self._mask(), "float32"))
+
+    def penalty(self):
+        """The sparsity penalty the layer adds to the loss, for the current weights."""
+        return self._penalty_of(self._mask())
 
     def set_target_density(self, value):
         """Sets the density the penalty pushes towards (used by the scheduler)."""
