@@ -7,6 +7,12 @@ from keras_dynconv.layers.expert_layer import ExpertLayer
 from keras_dynconv.layers.sparse_dynamic_conv import SparseMaskMixin
 
 
+def _scalar(tensor):
+    """A Python float (through NumPy: torch warns on `float()` of a tensor that
+    requires grad, as the straight-through mask does)."""
+    return float(keras.ops.convert_to_numpy(tensor))
+
+
 def _layers_of(model, layer_type):
     return [
         layer
@@ -106,9 +112,9 @@ class SparsityScheduler(keras.callbacks.Callback):
         sparse_layers = _layers_of(self.model, SparseMaskMixin)
         logs["target_density"] = self._current
         if sparse_layers:
-            densities = [float(layer.density()) for layer in sparse_layers]
+            densities = [_scalar(layer.density()) for layer in sparse_layers]
             logs["density"] = sum(densities) / len(densities)
-            logs["sparsity_penalty"] = sum(float(layer.penalty()) for layer in sparse_layers)
+            logs["sparsity_penalty"] = sum(_scalar(layer.penalty()) for layer in sparse_layers)
 
     def get_config(self):
         return {

@@ -44,7 +44,8 @@ def with_new_classifier(model, classes, dropout_rate=0.2, activation=None):
 
     Works for the zoo's models with or without a top (`include_top=False` with or
     without pooling): the old classifier, if any, is dropped. The new layer is
-    named `"predictions"` and outputs logits unless `activation` is given.
+    named `"predictions"`, starts at zero, and outputs logits unless `activation`
+    is given.
 
     Example:
     >>> backbone = zoo.condconv_efficientnet_lite0(weights="imagenet-upcycled")
@@ -53,9 +54,12 @@ def with_new_classifier(model, classes, dropout_rate=0.2, activation=None):
     features = _output_features(model)
     if dropout_rate:
         features = keras.layers.Dropout(dropout_rate, name="top_dropout")(features)
-    outputs = keras.layers.Dense(classes, activation=activation, name="predictions")(
-        features
-    )
+    # Zero-initialised (as BiT, Kolesnikov et al. 2020): the first steps start from
+    # uniform predictions instead of sending a random head's large errors into the
+    # pretrained backbone.
+    outputs = keras.layers.Dense(
+        classes, activation=activation, kernel_initializer="zeros", name="predictions"
+    )(features)
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     return keras.Model(inputs, outputs, name=model.name)
 

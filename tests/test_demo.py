@@ -55,7 +55,7 @@ def test_demo_fine_tunes_real_weights_on_digits_and_plots_routing(
     lite0_keras_home, monkeypatch, tmp_path
 ):
     monkeypatch.setenv("KERAS_HOME", lite0_keras_home)
-    results = demo.run("digits", epochs=2, max_train=64, image_size=32,
+    results = demo.run("digits", epochs=2, max_train=64, image_size=32, mode="two_stage",
                        output_dir=str(tmp_path), verbose=0)
     assert len(results) == 2
     for model, history, accuracy in results.values():

@@ -92,6 +92,9 @@ def routing_model(model, names=None):
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     probe = keras.Model(inputs, outputs, name=f"{model.name}_routing")
     probe.is_routing_model = True
+    # Keras returns dict outputs sorted by key (block10 before block6): keep the
+    # layer order for `collect_routing`.
+    probe.routing_names = list(outputs)
     return probe
 
 
@@ -133,7 +136,8 @@ def _as_class_ids(labels):
 
 
 def collect_routing(model, data, names=None, max_batches=None, batch_size=64):
-    """Routing weights over `data`: `({name: [N, E] array}, class ids [N] or None)`.
+    """Routing weights over `data`: `({name: [N, E] array}, class ids [N] or None)`,
+    the routing functions in layer order.
 
     Args:
         model: the model, or a `routing_model` built from it (reused as is).
@@ -152,7 +156,9 @@ def collect_routing(model, data, names=None, max_batches=None, batch_size=64):
             collected.setdefault(name, []).append(np.asarray(keras.ops.convert_to_numpy(value)))
         if batch_labels is not None:
             labels.append(_as_class_ids(batch_labels))
-    routing = {name: np.concatenate(parts).astype(np.float32) for name, parts in collected.items()}
+    order = [name for name in getattr(probe, "routing_names", ()) if name in collected]
+    order += [name for name in collected if name not in order]
+    routing = {name: np.concatenate(collected[name]).astype(np.float32) for name in order}
     return routing, (np.concatenate(labels) if labels else None)
 
 

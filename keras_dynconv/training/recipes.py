@@ -176,7 +176,7 @@ RECIPES = {
         Recipe(
             name="fine_tune",
             optimizer="adamw", learning_rate=1e-3, base_batch_size=64, batch_size=64,
-            epochs=10, warmup_epochs=1, schedule="cosine", weight_decay=1e-4,
+            epochs=10, warmup_epochs=0.25, schedule="cosine", weight_decay=1e-4,
             label_smoothing=0.1, routing_learning_rate_multiplier=0.1,
             augment="standard",
             source="transfer from ImageNet weights: AdamW with a short warmup and "
