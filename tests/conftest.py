@@ -19,16 +19,22 @@ RTOL = 1e-4
 ARCHITECTURE_BACKEND = "torch"
 
 
-def pytest_collection_modifyitems(config, items):
-    """Architecture counts are the same Python on every backend: build them once.
+ONE_BACKEND_MARKERS = ("architecture", "orchestration")
 
-    On the other backends they become `large` (run with `-m large`); every builder
-    still builds, runs and round-trips on every backend in the default suite.
+
+def pytest_collection_modifyitems(config, items):
+    """Tests of backend-independent Python run once, on ARCHITECTURE_BACKEND.
+
+    `architecture`: parameter and multiply-add counts (every builder still builds,
+    runs and round-trips on every backend). `orchestration`: end-to-end command-line
+    runs, whose backend-dependent parts (fit, resumption, fine-tuning stages) the
+    training and transfer tests check on every backend. On the other backends they
+    become `large` (run with `-m large`).
     """
     if BACKEND == ARCHITECTURE_BACKEND:
         return
     for item in items:
-        if item.get_closest_marker("architecture"):
+        if any(item.get_closest_marker(marker) for marker in ONE_BACKEND_MARKERS):
             item.add_marker(pytest.mark.large)
 
 

@@ -31,6 +31,7 @@ def test_help_shows_examples(capsys):
         assert "examples:" in capsys.readouterr().out
 
 
+@pytest.mark.orchestration
 def test_train_writes_checkpoints_logs_and_a_model_that_loads(tmp_path):
     output = str(tmp_path / "run")
     assert main(["train", *TINY_TRAIN, "--epochs", "2", "--output-dir", output]) == 0
@@ -54,6 +55,7 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.orchestration
 def test_train_resumes_after_an_interruption(tmp_path):
     output = str(tmp_path / "run")
     arguments = ["train", *TINY_TRAIN, "--epochs", "3", "--output-dir", output]
@@ -71,6 +73,7 @@ def test_train_resumes_after_an_interruption(tmp_path):
     assert int(to_numpy(model.optimizer.iterations)) == 3 * steps_per_epoch
 
 
+@pytest.mark.orchestration
 def test_finetune_real_weights_two_stages(tmp_path, lite0_keras_home, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", lite0_keras_home)
     output = str(tmp_path / "ft")

@@ -156,9 +156,3 @@ def build_optimizer(recipe, learning_rate):
     return keras.optimizers.MultiOptimizer(
         RoutingOptimizerSelector(optimizer, routing_optimizer)
     )
-
-
-def inner_optimizers(optimizer):
-    """The optimizers that update variables (the parts of a MultiOptimizer)."""
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
-    return list(getattr(optimizer, "optimizers", [optimizer]))
