@@ -2,24 +2,16 @@
 
 import numbers
 
+from keras_dynconv.layers import validation
 
-def check_choice(argument, value, choices):
-    if value not in choices:
-        raise ValueError(
-            f"Invalid value for argument `{argument}`. Expected one of "
-            f"{list(choices)}. Received {argument}={value!r}"
-        )
+
+check_choice = validation.one_of
 
 
 def check_positive_int(argument, value, allow_none=False):
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        expected = "a positive integer" + (" or None" if allow_none else "")
-        raise ValueError(
-            f"Invalid value for argument `{argument}`. Expected {expected}. "
-            f"Received {argument}={value!r}"
-        )
+    validation.positive_int(argument, value)
 
 
 def check_mixup(mixup_alpha, one_hot, training):

@@ -1,15 +1,16 @@
 """Argument checks with messages in Keras' own form: name the argument and the value."""
 
 import math
+import numbers
 
 
 def positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(
             f"Invalid value for argument `{name}`. Expected a strictly positive "
             f"integer. Received {name}={value!r}"
         )
-    return value
+    return int(value)
 
 
 def int_pair(name, value):

@@ -83,6 +83,8 @@ import os
 
 import keras
 
+from keras_dynconv.layers.validation import positive_int
+
 STRATEGIES = ("auto", "none", "data_parallel", "mirrored", "tpu")
 
 _BACKEND_STRATEGIES = {
@@ -201,7 +203,7 @@ class DistributionPlan:
         >>> distribution_plan("none").global_batch_size(32)
         32
         """
-        per_replica_batch_size = _positive_int("per_replica_batch_size", per_replica_batch_size)
+        per_replica_batch_size = positive_int("per_replica_batch_size", per_replica_batch_size)
         return per_replica_batch_size * self.num_replicas
 
     def per_replica_batch_size(self, global_batch_size):
@@ -214,7 +216,7 @@ class DistributionPlan:
         >>> distribution_plan("none").per_replica_batch_size(32)
         32
         """
-        global_batch_size = _positive_int("global_batch_size", global_batch_size)
+        global_batch_size = positive_int("global_batch_size", global_batch_size)
         if global_batch_size % self.num_replicas:
             raise ValueError(
                 "The global batch size must be a multiple of the number of replicas "
@@ -352,7 +354,7 @@ def virtual_cpu_devices(n):
     >>> dist.distribution_plan("auto").num_replicas  # doctest: +SKIP
     2
     """
-    n = _positive_int("n", n)
+    n = positive_int("n", n)
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -391,15 +393,6 @@ def virtual_cpu_devices(n):
         "trainer has no multi-device data parallelism. Received: backend="
         f"{backend!r}"
     )
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Expected a positive integer. "
-            f"Received: {name}={value!r}"
-        )
-    return value
 
 
 def _select(name_list, devices, backend):
