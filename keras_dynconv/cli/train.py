@@ -161,7 +161,7 @@ def training_callbacks(output_dir, validation, model, recipe_callbacks=()):
     return callbacks
 
 
-def _prepare(args):
+def _prepare(args, default_recipe):
     import keras
 
     from keras_dynconv.training import distribution_plan, get_recipe
@@ -172,7 +172,7 @@ def _prepare(args):
     os.makedirs(os.path.join(args.output_dir, "checkpoints"), exist_ok=True)
     with open(os.path.join(args.output_dir, "command.json"), "w") as f:
         json.dump({k: v for k, v in vars(args).items() if k != "run"}, f, indent=2)
-    recipe = get_recipe(args.recipe or args.model)
+    recipe = get_recipe(args.recipe or default_recipe)
     if args.verbose != "auto":
         args.verbose = int(args.verbose)
     plan = distribution_plan(args.distribution, tpu=args.tpu)
@@ -193,7 +193,7 @@ def run_train(args, extra_callbacks=()):
     from keras_dynconv.training import compile_with_recipe, recipe_callbacks
 
     started = time.perf_counter()
-    recipe, plan = _prepare(args)
+    recipe, plan = _prepare(args, default_recipe=args.model)
     train, validation, info, image_size = load_data(args, recipe)
     epochs = args.epochs or recipe.epochs
     with plan.scope():
@@ -217,11 +217,7 @@ def run_finetune(args, extra_callbacks=()):
     from keras_dynconv.transfer import fine_tune
 
     started = time.perf_counter()
-    recipe, plan = _prepare(args)
-    if args.recipe is None:
-        from keras_dynconv.training import get_recipe
-
-        recipe = get_recipe("fine_tune")
+    recipe, plan = _prepare(args, default_recipe="fine_tune")
     train, validation, info, image_size = load_data(args, recipe)
     epochs = args.epochs or recipe.epochs
     with plan.scope():
