@@ -1,7 +1,10 @@
 """Training-time schedules of the dynamic layers, as Keras callbacks."""
 
+import json
+
 import keras
 
+from keras_dynconv.analysis.routing import collect_routing, routing_model, routing_statistics
 from keras_dynconv.layers import validation
 from keras_dynconv.layers.expert_layer import ExpertLayer
 from keras_dynconv.layers.sparse_dynamic_conv import SparseMaskMixin
@@ -155,15 +158,9 @@ class RoutingStatistics(keras.callbacks.Callback):
         self._probe = None
 
     def on_train_begin(self, logs=None):
-        from keras_dynconv.analysis import routing_model
-
         self._probe = routing_model(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
-        import json
-
-        from keras_dynconv.analysis import collect_routing, routing_statistics
-
         routing, _ = collect_routing(self._probe, self.data, max_batches=self.max_batches)
         statistics = routing_statistics(routing)
         record = {"epoch": epoch, "layers": statistics}

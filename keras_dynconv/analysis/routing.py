@@ -156,9 +156,11 @@ def collect_routing(model, data, names=None, max_batches=None, batch_size=64):
             collected.setdefault(name, []).append(np.asarray(keras.ops.convert_to_numpy(value)))
         if batch_labels is not None:
             labels.append(_as_class_ids(batch_labels))
-    order = [name for name in getattr(probe, "routing_names", ()) if name in collected]
-    order += [name for name in collected if name not in order]
-    routing = {name: np.concatenate(collected[name]).astype(np.float32) for name in order}
+    routing = {
+        name: np.concatenate(collected[name]).astype(np.float32)
+        for name in probe.routing_names
+        if name in collected
+    }
     return routing, (np.concatenate(labels) if labels else None)
 
 

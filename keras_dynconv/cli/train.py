@@ -137,14 +137,19 @@ def build_model(args, recipe, classes, image_size, weights):
     )
 
 
-def training_callbacks(output_dir, validation, model, recipe_callbacks=()):
-    """Backup (resume) first, then the recipe's, checkpoints, CSV log, routing log."""
+def training_callbacks(output_dir, validation, model, recipe_callbacks=(), backup=True):
+    """Backup (resume) first, then the recipe's, checkpoints, CSV log, routing log.
+
+    `backup=False` for `fine_tune`, which backs up each of its stages itself.
+    """
     import keras
 
     from keras_dynconv.analysis import routing_outputs
     from keras_dynconv.callbacks import RoutingStatistics
 
-    callbacks = [keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup"))]
+    callbacks = []
+    if backup:
+        callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup")))
     callbacks += list(recipe_callbacks)
     callbacks += [
         keras.callbacks.ModelCheckpoint(
@@ -222,7 +227,7 @@ def run_finetune(args, extra_callbacks=()):
     epochs = args.epochs or recipe.epochs
     with plan.scope():
         model = build_model(args, recipe, info.num_classes, image_size, args.weights)
-        callbacks = training_callbacks(args.output_dir, validation, model)[1:]
+        callbacks = training_callbacks(args.output_dir, validation, model, backup=False)
         history = fine_tune(
             model, train, validation, mode=args.mode, epochs=epochs,
             head_epochs=args.head_epochs, recipe=recipe, learning_rate=args.learning_rate,
