@@ -32,6 +32,7 @@ CARDS = {
     "mobilenet_v2": "mobilenet_v2.md",
     "mnasnet": "mnasnet.md",
     "resnet": "resnet.md",
+    "ssd_mobilenet_v1": "ssd_mobilenet_v1.md",
 }
 BEGIN, END = "<!-- BEGIN GENERATED TABLE -->", "<!-- END GENERATED TABLE -->"
 COLUMNS = [

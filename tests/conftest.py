@@ -52,6 +52,21 @@ def _fresh_state():
 
 
 @pytest.fixture
+def no_network(monkeypatch):
+    """Makes any attempt to reach the network (or a TFDS download) fail the test."""
+    import socket
+
+    import tensorflow_datasets as tfds
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a test tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", refuse)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(0)
 

@@ -8,12 +8,11 @@ Channel 0 of each image is the constant `20 * label + 10`, which survives crops
 and resizes: it ties every output image to its label. Channels 1 and 2 are
 gradients, which crops, flips and augmentations change.
 
-Nothing here may reach the network: an autouse fixture makes every socket
+Nothing here may reach the network: the `no_network` fixture (conftest.py) makes every socket
 connection fail and TFDS's download fail loudly.
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -58,14 +57,10 @@ def _image(label, index):
     return image  # stored as PNG
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a test of keras_dynconv.data tried to reach the network")
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", refuse)
+
+# Tests of the pipelines must never reach the network (TFDS would hang offline).
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,8 @@ NOT_DECAYED = {"bias", "hidden_bias", "gamma", "beta", "threshold"}
 
 # Zoo model -> recipe family, from the sources each recipe cites.
 EXPECTED_FAMILY = {
+    "ssd300_mobilenet_v1": "ssd",
+    "condconv_ssd300_mobilenet_v1": "ssd",
     "condconv_efficientnet_b0": "condconv_efficientnet",
     "condconv_efficientnet_b0_depth": "condconv_efficientnet",
     "condconv_efficientnet_b1": "condconv_efficientnet",
@@ -122,7 +124,7 @@ def test_every_recipe_is_valid(name):
     assert recipe.ema_momentum is None or 0 < recipe.ema_momentum < 1
     for rate in (recipe.dropout_rate, recipe.drop_connect_rate):
         assert rate is None or 0 <= rate < 1
-    assert recipe.augment in ("standard", "randaugment", "autoaugment", None)
+    assert recipe.augment in ("standard", "randaugment", "autoaugment", "ssd_random_crop", None)
     assert recipe.mixup_alpha >= 0
     assert recipe.routing_learning_rate_multiplier > 0
     if recipe.temperature_annealing is not None:

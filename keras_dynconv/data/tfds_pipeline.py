@@ -30,7 +30,7 @@ def is_training_split(spec, tfds_split):
     return all(part == "train" for part in parts)
 
 
-def _not_prepared_message(name, spec, data_dir, searched):
+def _not_prepared_message(name, spec, data_dir, searched, pipeline):
     where = f"data_dir={data_dir!r}" if data_dir else "the default TFDS data_dir"
     message = (
         f"Dataset {name!r} (TFDS {spec.tfds_name!r}) is not prepared in {where} "
@@ -45,17 +45,21 @@ def _not_prepared_message(name, spec, data_dir, searched):
             "imagenet2012 --manual_dir=DIR --data_dir=...`."
         )
     return message + (
-        f"prepare it once with `image_classification_dataset({name!r}, data_dir=..., "
+        f"prepare it once with `{pipeline}({name!r}, data_dir=..., "
         f"download=True)` or `tfds build {spec.tfds_name} --data_dir=...` (needs "
         "internet), or copy a prepared TFDS directory there."
     )
 
 
-def load_builder(name, spec, *, data_dir=None, download=False, manual_dir=None):
+def load_builder(
+    name, spec, *, data_dir=None, download=False, manual_dir=None,
+    pipeline="image_classification_dataset",
+):
     """The prepared `tfds.core.DatasetBuilder` of `spec`.
 
     Raises `FileNotFoundError` if it is not prepared and `download=False`; never
-    touches the network then.
+    touches the network then. Its message tells how to prepare the dataset with
+    the function `pipeline`.
     """
     import tensorflow_datasets as tfds
 
@@ -74,7 +78,9 @@ def load_builder(name, spec, *, data_dir=None, download=False, manual_dir=None):
     if builder.is_prepared():
         return builder
     if not download:
-        raise FileNotFoundError(_not_prepared_message(name, spec, data_dir, builder.data_dir))
+        raise FileNotFoundError(
+            _not_prepared_message(name, spec, data_dir, builder.data_dir, pipeline)
+        )
     download_config = None
     if manual_dir is not None:
         download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)

@@ -5,6 +5,7 @@ import contextlib
 import keras
 
 from keras_dynconv.callbacks import RoutingTemperatureScheduler, SparsityScheduler
+from keras_dynconv.detection.detector import SSDDetector
 from keras_dynconv.training.optimizers import build_optimizer
 from keras_dynconv.training.recipes import get_recipe
 from keras_dynconv.training.schedules import learning_rate_schedule
@@ -67,10 +68,11 @@ def compile_with_recipe(
     jit_compile="auto",
     **compile_arguments,
 ):
-    """Compiles `model` for classification with a training recipe.
+    """Compiles `model` for classification or detection with a training recipe.
 
     Args:
-        model: a Keras model ending in logits or a softmax (detected).
+        model: a Keras model ending in logits or a softmax (detected), or an
+            `SSDDetector` (which brings its own loss).
         recipe: a `Recipe`, a recipe name, or a zoo model name
             (`keras_dynconv.training.get_recipe`).
         steps_per_epoch: optimizer steps per epoch, to place warmup and decay.
@@ -102,8 +104,12 @@ def compile_with_recipe(
     smoothing = recipe.label_smoothing
     if label_format == "sparse" and smoothing:
         smoothing = 0.0  # the caller asked for integer labels: drop the smoothing
-    loss, metrics = classification_loss_and_metrics(model, label_format, smoothing)
-    compile_arguments.setdefault("metrics", metrics)
+    if isinstance(model, SSDDetector):
+        # A detector computes its own loss from boxes (SSDDetector.compute_loss).
+        loss = None
+    else:
+        loss, metrics = classification_loss_and_metrics(model, label_format, smoothing)
+        compile_arguments.setdefault("metrics", metrics)
     model.compile(
         optimizer=build_optimizer(recipe, learning_rate),
         loss=loss,

@@ -174,6 +174,17 @@ RECIPES = {
             "recipe; the paper states no other hyperparameters",
         ),
         Recipe(
+            name="ssd",
+            optimizer="sgd", learning_rate=0.9, base_batch_size=1024, batch_size=1024,
+            epochs=175, warmup_epochs=8.7, schedule="cosine", weight_decay=8e-5,
+            augment="ssd_random_crop",
+            source="CondConv paper Sec. 4.2 and the TF Object Detection API's "
+            "ssd_mobilenet_v1_300x300_coco14_sync: momentum 0.9, batch 1024 for "
+            "20,000 steps (~175 epochs of COCO trainval35k), 1,000 warmup steps "
+            "(~8.7 epochs; the reference warms up from 0.3, this from 0) to 0.9, "
+            "cosine decay, L2 4e-5 (= weight decay 8e-5), SSD random crop + flip",
+        ),
+        Recipe(
             name="fine_tune",
             optimizer="adamw", learning_rate=1e-3, base_batch_size=64, batch_size=64,
             epochs=10, warmup_epochs=0.25, schedule="cosine", weight_decay=1e-4,
@@ -188,6 +199,8 @@ RECIPES = {
 
 # Zoo model name prefix -> recipe name; the first match wins.
 _FAMILY_OF_MODEL = (
+    ("ssd", "ssd"),
+    ("condconv_ssd", "ssd"),
     ("sparse_dynamic_", "sparse_dynamic"),
     ("dynamic_", "dynamic"),
     ("condconv_efficientnet", "condconv_efficientnet"),

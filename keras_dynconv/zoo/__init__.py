@@ -1,4 +1,5 @@
-"""Model zoo: static, CondConv, dynamic, sparse dynamic and Mixture-of-Depths networks.
+"""Model zoo: static, CondConv, dynamic, sparse dynamic and Mixture-of-Depths networks,
+and SSD detectors on (CondConv-)MobileNetV1.
 
 Every builder follows `keras.applications`' signature and takes raw [0, 255] RGB.
 `list_models()` names them all; `get_model(name, **kwargs)` builds one.
@@ -29,5 +30,7 @@ from keras_dynconv.zoo.resnet import resnet50
 from keras_dynconv.zoo.resnet import resnet75_mod
 from keras_dynconv.zoo.resnet import resnet86_mod
 from keras_dynconv.zoo.resnet import sparse_dynamic_resnet50
+from keras_dynconv.zoo.ssd import condconv_ssd300_mobilenet_v1
+from keras_dynconv.zoo.ssd import ssd300_mobilenet_v1
 from keras_dynconv.zoo.features import feature_extractor
 from keras_dynconv.zoo.features import pyramid_outputs
