@@ -95,6 +95,7 @@ OTHER_STRATEGY = {"torch": "mirrored", "jax": "mirrored", "tensorflow": "data_pa
     "change, message",
     [
         (["--model", "condconv_nothing"], "condconv_nothing"),
+        (["--model", "ssd300_mobilenet_v1"], "is a detection model"),
         (["--dataset", "mnist_in_a_drawer"], "mnist_in_a_drawer"),
         (["--distribution", OTHER_STRATEGY[BACKEND]], OTHER_STRATEGY[BACKEND]),
     ],

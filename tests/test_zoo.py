@@ -26,6 +26,8 @@ SMALL_INPUT = (64, 64, 3)
 def test_list_models_names_every_builder_of_the_issue():
     assert set(zoo.list_models()) == ISSUE_MODELS | DETECTION_MODELS
     assert zoo.list_models("ssd_mobilenet_v1") == sorted(DETECTION_MODELS)
+    assert zoo.list_models(task="detection") == sorted(DETECTION_MODELS)
+    assert set(zoo.list_models(task="classification")) == ISSUE_MODELS
     for name in ISSUE_MODELS | DETECTION_MODELS:
         assert getattr(zoo, name) is zoo.model_entry(name).builder
     assert zoo.list_models("resnet") == [

@@ -125,6 +125,12 @@ def build_model(args, recipe, classes, image_size, weights):
     from keras_dynconv import zoo
     from keras_dynconv.zoo.registry import model_entry
 
+    if model_entry(args.model).task != "classification":
+        raise ValueError(
+            f"`{args.model}` is a {model_entry(args.model).task} model; `keras-dynconv "
+            "train` and `finetune` train classifiers. Train detectors with model.fit "
+            "(see examples/detect_shapes.py)."
+        )
     arguments = dict(args.model_arg)
     accepted = inspect.signature(model_entry(args.model).builder).parameters
     for key, value in recipe.builder_arguments().items():

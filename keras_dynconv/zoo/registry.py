@@ -26,15 +26,20 @@ class ModelEntry:
     description: str
     paper: tuple = ()
     weights: tuple = ()
+    task: str = "classification"
 
 
 _MODELS = {}
 
 
+TASKS = ("classification", "detection")
+
+
 def variant(
-    builder, name, family, description, default_size=224, paper=(), fixed=None, defaults=None
+    builder, name, family, description, default_size=224, paper=(), fixed=None,
+    defaults=None, task="classification",
 ):
-    """Registers `builder` as the public builder `name`.
+    """Registers `builder` as the public builder `name` for `task` (see `TASKS`).
 
     `fixed` arguments are hidden from the variant's signature; `defaults` only change
     defaults. The wrapper keeps the builder's remaining signature (with `name`
@@ -78,13 +83,17 @@ def variant(
         default_size=default_size,
         description=description,
         paper=tuple(paper),
+        task=task,
     )
     return build
 
 
-def list_models(family=None):
-    """Names of the registered models (of one `family` if given), sorted."""
-    return sorted(n for n, e in _MODELS.items() if family in (None, e.family))
+def list_models(family=None, task=None):
+    """Names of the registered models (of one `family` and `task` if given), sorted."""
+    return sorted(
+        n for n, e in _MODELS.items()
+        if family in (None, e.family) and task in (None, e.task)
+    )
 
 
 def model_entry(name):

@@ -219,7 +219,8 @@ ssd300_mobilenet_v1 = variant(
     "ssd_mobilenet_v1_300x300_coco14_sync).",
     default_size=300,
     paper=_table_2(((0.5, 352e6), (0.75, 730e6), (1.0, 1230e6))),
-    fixed=dict(backbone="mobilenet_v1", **STATIC_KNOBS),
+    fixed=dict(backbone="mobilenet_v1", conversion=Conversion(), **STATIC_KNOBS),
+    task="detection",
 )
 condconv_ssd300_mobilenet_v1 = variant(
     build_ssd_mobilenet_v1, "condconv_ssd300_mobilenet_v1", "ssd_mobilenet_v1",
@@ -232,4 +233,5 @@ condconv_ssd300_mobilenet_v1 = variant(
         conversion=Conversion(kind="condconv", num_experts=8),
     ),
     defaults=dict(num_experts=8),
+    task="detection",
 )
