@@ -293,6 +293,7 @@ def _ground_truth():
     return {"boxes": boxes, "classes": classes}
 
 
+@pytest.mark.architecture
 def test_ssd300_builders_make_the_reference_maps():
     model = zoo.ssd300_mobilenet_v1(alpha=0.25)
     assert model.feature_map_sizes == SSD300_MAPS
