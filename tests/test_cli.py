@@ -111,3 +111,25 @@ def test_user_mistakes_exit_2_with_a_message_and_no_traceback(tmp_path, capsys, 
     assert main(arguments) == 2
     error = capsys.readouterr().err
     assert message in error and "Traceback" not in error
+
+
+@pytest.mark.parametrize("command, resumable", [("train", True), ("bench", False)])
+def test_interrupt_exits_130_and_offers_resumption_only_for_training(
+    monkeypatch, capsys, tmp_path, command, resumable
+):
+    from keras_dynconv.cli import bench as bench_command
+    from keras_dynconv.cli import train as train_command
+
+    def interrupted(args, *unused):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_command, "run_train", interrupted)
+    monkeypatch.setattr(bench_command, "run", interrupted)
+    arguments = {
+        "train": ["train", *TINY_TRAIN, "--output-dir", str(tmp_path)],
+        "bench": ["bench", "--models", "mobilenet_v1:alpha=0.25", "--output-dir", str(tmp_path)],
+    }[command]
+    assert main(arguments) == 130
+    error = capsys.readouterr().err
+    assert "interrupted" in error
+    assert ("resume" in error) == resumable

@@ -8,10 +8,12 @@ exit code 2, never a traceback.
 import argparse
 import sys
 
+from keras_dynconv.cli import bench as bench_command
 from keras_dynconv.cli import train as train_command
 
-COMMANDS = (train_command,)
+COMMANDS = (train_command, bench_command)
 EXIT_USAGE = 2
+RESUMABLE_COMMANDS = ("train", "finetune")
 
 
 class UserError(Exception):
@@ -21,7 +23,7 @@ class UserError(Exception):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-dynconv",
-        description="Dynamic convolutions for Keras 3: train and fine-tune zoo models. "
+        description="Dynamic convolutions for Keras 3: train, fine-tune and benchmark zoo models. "
         "The Keras backend is KERAS_BACKEND (tensorflow, jax or torch).",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -41,11 +43,13 @@ def main(argv=None):
         print(f"keras-dynconv {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(
-            f"keras-dynconv {args.command}: interrupted; run the same command again "
-            "to resume from the last finished epoch.",
-            file=sys.stderr,
+        # Training commands back up every epoch; others simply stop.
+        resumable = args.command in RESUMABLE_COMMANDS
+        hint = (
+            "; run the same command again to resume from the last finished epoch"
+            if resumable else ""
         )
+        print(f"keras-dynconv {args.command}: interrupted{hint}.", file=sys.stderr)
         return 130
 
 
