@@ -8,29 +8,27 @@ divided by the code size 4, both normalised by the number of matched anchors.
 
 from keras import ops
 
+from keras_dynconv.detection.targets import as_float32
+
 CLASSIFICATION_LOSSES = ("focal", "sigmoid")
-
-
-def _float(values):
-    return ops.cast(ops.convert_to_tensor(values), "float32")
 
 
 def smooth_l1(predictions, targets, delta=1.0):
     """Huber loss per element: `0.5 x^2 / delta` for |x| < delta, `|x| - 0.5 delta` else."""
-    error = ops.abs(_float(predictions) - _float(targets))
+    error = ops.abs(as_float32(predictions) - as_float32(targets))
     return ops.where(error < delta, 0.5 * ops.square(error) / delta, error - 0.5 * delta)
 
 
 def sigmoid_cross_entropy(logits, targets):
     """`-z log(sigmoid(x)) - (1 - z) log(1 - sigmoid(x))`, stable for large |x|."""
-    logits, targets = _float(logits), _float(targets)
+    logits, targets = as_float32(logits), as_float32(targets)
     return ops.maximum(logits, 0.0) - logits * targets + ops.log1p(ops.exp(-ops.abs(logits)))
 
 
 def sigmoid_focal_loss(logits, targets, alpha=0.75, gamma=2.0):
     """Focal loss (Lin et al., 2017) per element, as the reference's
     SigmoidFocalClassificationLoss: `(1 - p_t)^gamma * alpha_t * CE`."""
-    logits, targets = _float(logits), _float(targets)
+    logits, targets = as_float32(logits), as_float32(targets)
     probabilities = ops.sigmoid(logits)
     p_t = targets * probabilities + (1 - targets) * (1 - probabilities)
     alpha_t = targets * alpha + (1 - targets) * (1 - alpha)
@@ -45,7 +43,7 @@ def hard_negative_mask(anchor_losses, positive, ratio=3, min_negatives=3):
     HardExampleMiner (`min_negatives_per_image`).
     """
     positive = ops.convert_to_tensor(positive)
-    negative_losses = ops.where(positive, -1.0, _float(anchor_losses))
+    negative_losses = ops.where(positive, -1.0, as_float32(anchor_losses))
     order = ops.argsort(-negative_losses, axis=-1)
     rank = ops.argsort(order, axis=-1)
     num_positive = ops.sum(ops.cast(positive, "int32"), axis=-1, keepdims=True)
@@ -82,8 +80,8 @@ def ssd_loss(
             positive, e.g. 3 as in SSD.
         localization_weight, classification_weight: weights of the two terms.
     """
-    box_deltas, class_logits = _float(box_deltas), _float(class_logits)
-    box_targets, class_targets = _float(box_targets), _float(class_targets)
+    box_deltas, class_logits = as_float32(box_deltas), as_float32(class_logits)
+    box_targets, class_targets = as_float32(box_targets), as_float32(class_targets)
     positive = ops.convert_to_tensor(positive)
     positive_weights = ops.cast(positive, "float32")
     normalizer = ops.maximum(ops.sum(positive_weights), 1.0)

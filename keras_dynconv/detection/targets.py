@@ -14,7 +14,8 @@ from keras.utils import bounding_boxes
 BOX_VARIANCE = (0.1, 0.1, 0.2, 0.2)
 
 
-def _float_tensor(values):
+def as_float32(values):
+    """A float32 backend tensor from arrays, lists or tensors of any backend."""
     return ops.cast(ops.convert_to_tensor(values), "float32")
 
 
@@ -25,7 +26,7 @@ def encode_boxes(boxes, anchors, variance=BOX_VARIANCE):
     faster_rcnn_box_coder.
     """
     return bounding_boxes.encode_box_to_deltas(
-        _float_tensor(anchors), _float_tensor(boxes), anchor_format="center_yxhw", box_format="yxyx",
+        as_float32(anchors), as_float32(boxes), anchor_format="center_yxhw", box_format="yxyx",
         encoding_format="center_yxhw", variance=variance,
     )
 
@@ -33,7 +34,7 @@ def encode_boxes(boxes, anchors, variance=BOX_VARIANCE):
 def decode_boxes(deltas, anchors, variance=BOX_VARIANCE):
     """Inverse of `encode_boxes`: yxyx boxes from `[..., N, 4]` deltas."""
     return bounding_boxes.decode_deltas_to_boxes(
-        _float_tensor(anchors), _float_tensor(deltas), anchor_format="center_yxhw", box_format="yxyx",
+        as_float32(anchors), as_float32(deltas), anchor_format="center_yxhw", box_format="yxyx",
         encoded_format="center_yxhw", variance=variance,
     )
 
