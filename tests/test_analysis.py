@@ -72,7 +72,9 @@ def normalised_entropy(weights):
 
 @pytest.fixture(scope="module")
 def condconv_zoo_model():
-    """Built once per module: on JAX every new weight shape compiles an initializer."""
+    """Built once per module: on JAX every new weight shape compiles an initializer.
+    Seeded here: a module fixture is built before the per-test seed."""
+    keras.utils.set_random_seed(1234)
     return zoo.get_model(
         "condconv_mobilenet_v1", alpha=0.25, num_experts=2, classes=4, input_shape=(32, 32, 3)
     )
@@ -134,8 +136,9 @@ def test_routing_model_on_a_zoo_condconv_model(condconv_zoo_model):
     for name, values in routing.items():
         assert to_numpy(values).shape == (4, 2)
         np.testing.assert_allclose(to_numpy(values), expected[name], atol=ATOL, err_msg=name)
-    for name, values in expected.items():  # spread out, and sigmoid: no sum to one
-        assert values.std() > 0.05 and not np.allclose(values.sum(axis=1), 1.0), name
+    for name, values in expected.items():  # differs between images; sigmoid: no sum to one
+        assert np.ptp(values, axis=0).max() > 0.02, name
+        assert not np.allclose(values.sum(axis=1), 1.0), name
 
 
 def test_routing_model_reads_softmax_attention_with_hidden_layer_and_temperature():
