@@ -100,6 +100,7 @@ def test_bad_model_specs_raise_a_clear_value_error(text, message):
     (dict(image_size=16), "`image_size`"),
     (dict(repeats=0), "`repeats`"),
     (dict(threads=0), "`threads`"),
+    (dict(tf_xla="yes"), "`tf_xla`"),
 ])
 def test_plans_refuse_bad_settings(change, message):
     settings = dict(models=TINY_MODELS, **TINY)
@@ -128,7 +129,8 @@ def test_rows_have_every_column_and_consistent_figures(measured):
         _check_figures(row)
     assert result.rows[1]["parameters"] > result.rows[0]["parameters"]  # 2 experts
     assert result.rows[0]["execution"] == {
-        "jax": "jax.jit(stateless_call)", "tensorflow": "tf.function(jit_compile=True)",
+        # tf_xla="auto": XLA on a GPU only; the suite runs on CPUs.
+        "jax": "jax.jit(stateless_call)", "tensorflow": "tf.function(jit_compile=False)",
         "torch": "eager no_grad"}[BACKEND]
     assert result.rows[2]["execution"].startswith("train_on_batch")
 
@@ -136,11 +138,11 @@ def test_rows_have_every_column_and_consistent_figures(measured):
 def test_rows_come_dtype_by_mode_by_batch_with_every_model_in_turn(monkeypatch):
     calls = []
 
-    def fake_row(spec, mode, dtype, batch, plan, framework="keras"):
-        calls.append((dtype, mode, batch, str(spec)))
-        return bench.spec.new_row(model=str(spec))
+    def fake_group(jobs, mode, dtype, batch, plan):
+        calls.extend((dtype, mode, batch, str(spec)) for spec, _ in jobs)
+        return [bench.spec.new_row(model=str(spec)) for spec, _ in jobs]
 
-    monkeypatch.setattr(bench.measure, "measure_row", fake_row)
+    monkeypatch.setattr(bench.measure, "measure_group", fake_group)
     plan = bench.BenchmarkPlan(TINY_MODELS, batch_sizes=(1, 4), modes=("inference", "train"),
                                dtypes=("float32", "mixed_bfloat16"), image_size=32)
     seen = []
@@ -148,6 +150,29 @@ def test_rows_come_dtype_by_mode_by_batch_with_every_model_in_turn(monkeypatch):
     assert calls == [(d, m, b, s) for d in plan.dtypes for m in plan.modes
                      for b in plan.batch_sizes for s in (BASELINE, OTHER)]
     assert seen == rows and len(rows) == 16 and notes == []
+
+
+def test_a_group_is_timed_in_turns_and_a_failing_model_leaves_the_others(monkeypatch):
+    calls = []
+
+    def fake_prepare(spec, mode, dtype, batch, plan, framework):
+        name = str(spec)
+
+        def run():
+            calls.append(name)
+            if name == OTHER and calls.count(OTHER) == 3:
+                raise RuntimeError("out of memory\ndetails")
+
+        return bench.spec.new_row(model=name, batch=batch), run
+
+    monkeypatch.setattr(bench.measure, "_prepare", fake_prepare)
+    plan = bench.BenchmarkPlan(TINY_MODELS, image_size=32, warmup=1, repeats=4)
+    specs = [(spec, "keras") for spec in plan.models]
+    base, other = bench.measure_group(specs, "inference", "float32", 2, plan)
+    # Round by round; OTHER drops out at its third call.
+    assert calls == [BASELINE, OTHER, BASELINE, OTHER, BASELINE, OTHER, BASELINE]
+    assert base["error"] is None and base["median_s"] > 0
+    assert other["error"] == "RuntimeError: out of memory" and other["median_s"] is None
 
 
 def test_ratios_divide_by_the_baseline_of_the_same_group(measured):
@@ -186,7 +211,8 @@ def test_a_failed_compilation_runs_uncompiled_and_says_so(monkeypatch):
         monkeypatch.setattr(tf, "function", xla_refuses_the_benchmark)
         expected = ("tf.function(jit_compile=False)",
                     "XLA failed, ran jit_compile=False: RuntimeError: no compiler here")
-    plan = bench.BenchmarkPlan(BASELINE, torch_compile=True, modes=("inference",), **TINY)
+    plan = bench.BenchmarkPlan(BASELINE, torch_compile=True, tf_xla="on", modes=("inference",),
+                               **TINY)
     row = bench.measure_row(plan.models[0], "inference", "float32", 2, plan)
     _check_figures(row)
     assert (row["execution"], row["note"]) == expected

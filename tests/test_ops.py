@@ -7,6 +7,7 @@ import pytest
 import reference
 from conftest import ATOL, BACKEND, RTOL, gradients, jit, to_numpy
 from keras_dynconv import ops as dc
+from keras_dynconv.ops import taps
 
 CONV_CASES = [
     # (batch, H, W, Cin, Cout, kernel, strides, padding, dilation)
@@ -19,6 +20,10 @@ CONV_CASES = [
 # TensorFlow's depthwise convolution only takes equal strides, as for
 # keras.layers.DepthwiseConv2D, so unequal strides are tested on regular convs only.
 UNEQUAL_STRIDES_CASE = (2, 10, 10, 3, 3, (5, 5), (2, 1), "valid", 1)
+
+
+def _pair(value):
+    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 def _random(rng, *shape):
@@ -132,6 +137,92 @@ def test_per_example_and_mixture_gradients_agree(rng, depthwise):
         gradients(mixture_loss, [inputs, experts, routing]),
     ):
         np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
+
+
+TAPS_CASES = CONV_CASES + [
+    (2, 7, 7, 6, 6, (5, 5), 2, "same", 1),
+    (2, 8, 9, 3, 4, (3, 3), (2, 1), "same", 1),
+    (2, 9, 8, 3, 4, (3, 3), 1, "same", (2, 1)),
+]
+
+
+@pytest.mark.parametrize("case", TAPS_CASES)
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_taps_fast_path_equals_the_generic_path_with_gradients(rng, monkeypatch, case, depthwise):
+    """The XLA fast path (`keras_dynconv.ops.taps`) against the grouped-convolution
+    path, forced either way on every backend: outputs and gradients."""
+    batch, h, w, cin, cout, ksize, strides, padding, dilation = case
+    if depthwise and _pair(strides)[0] != _pair(strides)[1]:
+        pytest.skip("TensorFlow's depthwise conv takes equal strides only")
+    inputs = _random(rng, batch, h, w, cin)
+    kernels = _random(rng, batch, *ksize, cin, 2 if depthwise else cout)
+    function = dc.per_example_depthwise_conv if depthwise else dc.per_example_conv
+
+    def run(taps_on):
+        monkeypatch.setattr(taps, "use_taps", lambda inputs: taps_on)
+        output = to_numpy(function(inputs, kernels, strides, padding, dilation))
+        projection = keras.ops.convert_to_tensor(_random(np.random.default_rng(1), *output.shape))
+        grads = gradients(
+            lambda x, k: keras.ops.sum(function(x, k, strides, padding, dilation) * projection),
+            [inputs, kernels],
+        )
+        return output, grads
+
+    (generic, generic_grads), (fast, fast_grads) = run(False), run(True)
+    np.testing.assert_allclose(fast, generic, atol=ATOL, rtol=RTOL)
+    for got, want in zip(fast_grads, generic_grads):
+        np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[1], TAPS_CASES[-3]])
+def test_taps_mixture_depthwise_equals_the_generic_path_with_gradients(rng, monkeypatch, case):
+    batch, h, w, channels, _, ksize, strides, padding, dilation = case
+    inputs = _random(rng, batch, h, w, channels)
+    experts = _random(rng, 3, *ksize, channels, 2)
+    routing = _random(rng, batch, 3)
+    results = []
+    for taps_on in (False, True):
+        monkeypatch.setattr(taps, "use_taps", lambda inputs: taps_on)
+
+        def loss(x, e, r):
+            out = dc.mixture_depthwise_conv(x, e, r, strides, padding, dilation)
+            return keras.ops.sum(out * keras.ops.cos(out))
+
+        output = dc.mixture_depthwise_conv(inputs, experts, routing, strides, padding, dilation)
+        results.append((to_numpy(output), gradients(loss, [inputs, experts, routing])))
+    (generic, generic_grads), (fast, fast_grads) = results
+    np.testing.assert_allclose(fast, generic, atol=ATOL, rtol=RTOL)
+    for got, want in zip(fast_grads, generic_grads):
+        np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
+
+
+def test_taps_are_used_exactly_under_xla():
+    x = keras.ops.zeros((2, 5, 5, 3))
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        seen = {}
+        for jit_compile in (True, False):
+
+            def record(tensor, jit_compile=jit_compile):
+                seen[jit_compile] = taps.use_taps(tensor)
+                return tensor
+
+            tf.function(record, jit_compile=jit_compile, autograph=False)(x)
+        assert seen == {True: True, False: False}
+        assert not taps.use_taps(x)  # eager
+        # XLA with an unknown spatial size: the generic path, which takes it.
+        spec = tf.TensorSpec([None, None, None, 3])
+
+        def record_unknown_size(tensor):
+            seen["unknown size"] = taps.use_taps(tensor)
+            return tensor
+
+        tf.function(record_unknown_size, input_signature=[spec], jit_compile=True,
+                    autograph=False).get_concrete_function()
+        assert seen["unknown size"] is False
+    else:
+        assert taps.use_taps(x) == (BACKEND == "jax")
 
 
 def _all_core_ops(x, kernels, dw_kernels, experts, dw_experts, routing):

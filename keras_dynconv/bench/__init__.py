@@ -25,6 +25,7 @@ the baseline model's in the same backend, batch, mode and dtype (`COLUMNS`).
 """
 
 from keras_dynconv.bench.measure import measure_backend
+from keras_dynconv.bench.measure import measure_group
 from keras_dynconv.bench.measure import measure_row
 from keras_dynconv.bench.report import add_ratios
 from keras_dynconv.bench.report import machine_description
@@ -48,6 +49,7 @@ __all__ = [
     "machine_description",
     "markdown_table",
     "measure_backend",
+    "measure_group",
     "measure_row",
     "parse_model_list",
     "parse_model_spec",

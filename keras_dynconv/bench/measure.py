@@ -7,9 +7,10 @@
 
 Each row: build the model under its dtype policy, compile the callable (its first
 call, timed as `first_call_s`), `warmup` more calls, then `repeats` timed calls with
-`time.perf_counter`, each ending once the device is done. Inference: a jitted
+`time.perf_counter`, each ending once the device is done. The models of one (dtype,
+mode, batch) group are prepared first and then timed in turns, call by call. Inference: a jitted
 `stateless_call` on JAX, `tf.function(jit_compile=True)` on TensorFlow (without XLA,
-noted, if XLA fails), `torch.no_grad()` eager calls on torch, or `torch.compile` with
+noted, if XLA fails; plain `tf.function` on a CPU unless `tf_xla="on"`), `torch.no_grad()` eager calls on torch, or `torch.compile` with
 `torch_compile` (eager, noted, if compiling fails). Training: one `train_on_batch` of
 SGD with momentum, compiled the way Keras compiles it by default on the backend.
 """
@@ -224,7 +225,12 @@ def _timed_first_call(run):
     return time.perf_counter() - start
 
 
-def _inference(model, images, torch_compile):
+def _use_xla(tf_xla):
+    """Whether TensorFlow inference compiles with XLA under the plan's `tf_xla`."""
+    return tf_xla == "on" or (tf_xla == "auto" and bool(_tf_gpus()))
+
+
+def _inference(model, images, torch_compile, tf_xla="on"):
     """`(run, execution, note, first_call_s)`; `run()` returns once the device is done."""
     backend = keras.backend.backend()
     x = keras.ops.convert_to_tensor(images)
@@ -254,6 +260,9 @@ def _inference(model, images, torch_compile):
 
             return run
 
+        if not _use_xla(tf_xla):
+            run = compiled(False)
+            return run, "tf.function(jit_compile=False)", None, _timed_first_call(run)
         run = compiled(True)
         try:
             return run, "tf.function(jit_compile=True)", None, _timed_first_call(run)
@@ -348,19 +357,17 @@ def summarize(times, batch):
     )
 
 
-def _time(run, warmup, repeats):
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return times
+def _time_once(run):
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
 
-def measure_row(spec, mode, dtype, batch, plan, framework="keras"):
-    """One row of `COLUMNS` for `spec`; a failure becomes the row's `error`."""
+def _prepare(spec, mode, dtype, batch, plan, framework):
+    """`(row, run)`: the row's fixed fields, compiled, warmed up, memory measured.
+
+    `run` is None when building, compiling or warming up failed (`row["error"]`).
+    """
     row = new_row(
         backend=keras.backend.backend(), framework=framework, model=str(spec), mode=mode,
         dtype=dtype, batch=batch, image_size=plan.image_size, warmup=plan.warmup,
@@ -378,22 +385,61 @@ def measure_row(spec, mode, dtype, batch, plan, framework="keras"):
             else:
                 keras.config.set_dtype_policy(dtype)
                 model = build_model(spec, size)
+                keras.config.set_dtype_policy(previous_policy)
                 parameters = model.count_params()
                 if mode == "inference":
-                    run, execution, note, first = _inference(model, images, plan.torch_compile)
+                    run, execution, note, first = _inference(
+                        model, images, plan.torch_compile, plan.tf_xla)
                 else:
                     run, execution, note, first = _train_step(model, spec, images, rng)
-            times = _time(run, plan.warmup, plan.repeats)
-        row.update(summarize(times, batch), execution=execution, note=note,
-                   parameters=int(parameters), first_call_s=first,
-                   peak_memory_bytes=memory.peak_bytes, memory_source=memory.source)
+            for _ in range(plan.warmup):
+                run()
+        row.update(execution=execution, note=note, parameters=int(parameters),
+                   first_call_s=first, peak_memory_bytes=memory.peak_bytes,
+                   memory_source=memory.source)
+        return row, run
     except Exception as error:  # one failing model must not cost the others' rows
         row["error"] = _first_line(error)
+        return row, None
     finally:
         keras.config.set_dtype_policy(previous_policy)
+
+
+def measure_group(jobs, mode, dtype, batch, plan):
+    """Rows of `COLUMNS` for `jobs` (`(spec, framework)` pairs) timed interleaved.
+
+    Every job is built, compiled and warmed up first (its peak memory measured alone);
+    then the timed calls go round the jobs `repeats` times, so a burst of load on a
+    shared machine slows every model of a ratio alike instead of one of them. A failure
+    becomes that job's `error`; the others go on.
+    """
+    prepared = [_prepare(spec, mode, dtype, batch, plan, framework) for spec, framework in jobs]
+    times = [[] for _ in prepared]
+    try:
+        for _ in range(plan.repeats):
+            for index, (row, run) in enumerate(prepared):
+                if run is None:
+                    continue
+                try:
+                    times[index].append(_time_once(run))
+                except Exception as error:
+                    row["error"] = _first_line(error)
+                    prepared[index] = (row, None)
+        rows = []
+        for (row, run), measured in zip(prepared, times):
+            if run is not None:
+                row.update(summarize(measured, batch))
+            rows.append(row)
+        return rows
+    finally:
+        del prepared
         keras.backend.clear_session()
         gc.collect()
-    return row
+
+
+def measure_row(spec, mode, dtype, batch, plan, framework="keras"):
+    """One row of `COLUMNS` for `spec` measured alone (a group of one)."""
+    return measure_group([(spec, framework)], mode, dtype, batch, plan)[0]
 
 
 def _timm_notes(plan):
@@ -409,8 +455,10 @@ def _timm_notes(plan):
 def measure_backend(plan, on_row=None):
     """Measures `plan` on the current backend in this process -> `(rows, notes)`.
 
-    Rows come dtype by dtype, mode by mode, batch by batch, every model in turn (the
-    models a ratio compares run close in time). `on_row(row)` is called after each.
+    Rows come dtype by dtype, mode by mode, batch by batch, every model in turn; the
+    models of one (dtype, mode, batch) group are timed interleaved (`measure_group`),
+    so only their ratios are meaningful on a noisy machine. `on_row(row)` is called
+    after each.
     With `plan.timm`, the torch backend adds timm's model (inference) after each
     batch's models, when timm is installed (otherwise a note says so).
     """
@@ -430,8 +478,8 @@ def measure_backend(plan, on_row=None):
                 jobs = [(spec, "keras") for spec in plan.models]
                 if timm_spec is not None and mode == "inference":
                     jobs.append((timm_spec, "timm"))
-                for spec, framework in jobs:
-                    rows.append(measure_row(spec, mode, dtype, batch, plan, framework))
+                for row in measure_group(jobs, mode, dtype, batch, plan):
+                    rows.append(row)
                     if on_row is not None:
-                        on_row(rows[-1])
+                        on_row(row)
     return rows, notes

@@ -19,6 +19,10 @@ BACKENDS = ("tensorflow", "jax", "torch")
 MODES = ("inference", "train")
 DTYPES = ("float32", "mixed_bfloat16", "mixed_float16", "bfloat16", "float16")
 MIN_IMAGE_SIZE = 32
+# TensorFlow inference: XLA ("on"), plain tf.function ("off"), or "auto": XLA on a GPU,
+# plain tf.function on the CPU, where XLA ran EfficientNet-B0 4-5x slower (9.3 s
+# against about 2 s per batch of 32 on the 2-core development machine).
+TF_XLA_CHOICES = ("auto", "on", "off")
 # Set by the plan itself (`image_size`), never by a spec.
 RESERVED_ARGUMENTS = ("input_shape", "input_tensor")
 _WORDS = {"true": True, "false": False, "none": None, "null": None}
@@ -210,6 +214,7 @@ class BenchmarkPlan:
     warmup: int = 3
     repeats: int = 10
     torch_compile: bool = False
+    tf_xla: str = "auto"
     threads: int = None
     timm: str = None
     check_registry: bool = dataclasses.field(default=True, compare=False)
@@ -240,6 +245,7 @@ class BenchmarkPlan:
         set_field("batch_sizes", batch_sizes)
         set_field("modes", check_choices("modes", self.modes, MODES))
         set_field("dtypes", check_choices("dtypes", self.dtypes, DTYPES))
+        set_field("tf_xla", check_choices("tf_xla", (self.tf_xla,), TF_XLA_CHOICES)[0])
         _count("image_size", self.image_size, MIN_IMAGE_SIZE)
         _count("warmup", self.warmup, 0)
         _count("repeats", self.repeats, 1)

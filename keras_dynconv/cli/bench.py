@@ -21,8 +21,9 @@ examples:
       --image-size 64 --batch-sizes 1,8 --threads 1 --output-dir runs/bench   # a quick CPU look
 
 Each backend runs in its own process (the current one in this process when it is the
-only one and --threads is not given). Per row: the first (compiling) call, --warmup calls, then --repeats timed
-calls; times are seconds per batch, ratio = median / the baseline's median (same
+only one and --threads is not given). Per row: the first (compiling) call and --warmup
+calls; then the models of one backend, batch, mode and dtype take turns for --repeats
+timed calls each, so load on a shared machine hits them alike. Times are seconds per batch, ratio = median / the baseline's median (same
 backend, batch, mode and dtype). Writes results.csv, results.md, machine.json and
 ratios.png (with matplotlib) to --output-dir."""
 
@@ -54,6 +55,9 @@ def add_parser(subparsers):
     parser.add_argument("--repeats", type=int, default=10, help="timed calls (default 10)")
     parser.add_argument("--torch-compile", action="store_true",
                         help="torch inference through torch.compile (eager if it fails)")
+    parser.add_argument("--tf-xla", choices=("auto", "on", "off"), default="auto",
+                        help="TensorFlow inference with XLA (jit_compile=True): on, off, or "
+                        "auto (default): on a GPU only; on a CPU, XLA was 4-5x slower")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads per backend (torch.set_num_threads, TensorFlow "
                         "intra-op threads, CPU affinity for XLA)")
@@ -88,6 +92,7 @@ def command_line(plan, backends, output_dir):
         "--warmup", str(plan.warmup), "--repeats", str(plan.repeats),
     ]
     parts += ["--torch-compile"] if plan.torch_compile else []
+    parts += ["--tf-xla", plan.tf_xla]
     parts += ["--threads", str(plan.threads)] if plan.threads else []
     parts += ["--timm", plan.timm] if plan.timm else []
     parts += ["--output-dir", output_dir] if output_dir else []
@@ -108,7 +113,8 @@ def run(args):
         batch_sizes=tuple(_integers("--batch-sizes", args.batch_sizes)),
         modes=tuple(_items("--modes", args.modes)), dtypes=tuple(_items("--dtypes", args.dtypes)),
         image_size=args.image_size, warmup=args.warmup, repeats=args.repeats,
-        torch_compile=args.torch_compile, threads=args.threads, timm=args.timm,
+        torch_compile=args.torch_compile, tf_xla=args.tf_xla, threads=args.threads,
+        timm=args.timm,
     )
     backends = check_choices(
         "backends", _items("--backends", args.backends) if args.backends else [current_backend()],

@@ -16,6 +16,8 @@ All functions take channels_last tensors and accept a batch size unknown at trac
 import keras
 from keras import ops
 
+from keras_dynconv.ops import taps
+
 
 def combine_experts(routing_weights, experts):
     """Mixes expert tensors with per-example routing weights.
@@ -120,13 +122,18 @@ def per_example_conv(
         `[B, H', W', Cout]`, equal to convolving each example with its own kernel.
 
     A 1x1 kernel is an einsum over channels. Larger kernels fold the batch into the
-    channel axis and run one grouped convolution with `groups = B`.
+    channel axis and run one grouped convolution with `groups = B`; under XLA (JAX,
+    TensorFlow with `jit_compile`) they are one einsum per kernel tap instead
+    (`keras_dynconv.ops.taps`: XLA's grouped convolutions are slow on CPUs and their
+    gradient does not fit in memory).
     """
     _check_channels_last(data_format)
     kernel_h, kernel_w, _, out_channels = kernels.shape[1:]
     if kernel_h == 1 and kernel_w == 1:
         strided = _strided_pointwise_input(inputs, strides)
         return ops.einsum("bhwi,bio->bhwo", strided, kernels[:, 0, 0])
+    if taps.use_taps(inputs):
+        return taps.per_example_conv_taps(inputs, kernels, strides, padding, dilation_rate)
     folded_inputs, _ = _fold_batch_into_channels(inputs)
     # Kernels side by side, [kh, kw, Cin, B*Cout]: as a grouped conv (groups = B),
     # group b reads input channels b*Cin:(b+1)*Cin and writes b*Cout:(b+1)*Cout.
@@ -152,9 +159,14 @@ def per_example_depthwise_conv(
 
     Returns:
         `[B, H', W', C * depth_multiplier]`, one depthwise convolution over the
-        batch folded into channels.
+        batch folded into channels; under XLA a sum over kernel taps (see
+        `per_example_conv`).
     """
     _check_channels_last(data_format)
+    if taps.use_taps(inputs):
+        return taps.per_example_depthwise_conv_taps(
+            inputs, kernels, strides, padding, dilation_rate
+        )
     kernel_h, kernel_w, channels, multiplier = kernels.shape[1:]
     folded_inputs, _ = _fold_batch_into_channels(inputs)
     folded_kernel = ops.reshape(
@@ -240,8 +252,17 @@ def mixture_depthwise_conv(
 
     Returns:
         `[B, H', W', C * depth_multiplier]`.
+
+    Under XLA the sum is taken over kernel taps with the combined kernels
+    (`keras_dynconv.ops.taps`): the same linear map without forming E outputs, since
+    XLA's depthwise convolution with `E * depth_multiplier` outputs per channel is
+    slow on CPUs (a CondConv-EfficientNet-B0 training step took 70x longer).
     """
     _check_channels_last(data_format)
+    if taps.use_taps(inputs):
+        return taps.per_example_depthwise_conv_taps(
+            inputs, combine_experts(routing_weights, experts), strides, padding, dilation_rate
+        )
     num_experts, channels, multiplier = experts.shape[0], experts.shape[3], experts.shape[4]
     # Depthwise output channel c*M' + m reads input channel c; with M' = E*M and the
     # expert index major inside each channel, the output splits as [C, E, M].
