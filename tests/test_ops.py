@@ -8,6 +8,7 @@ import reference
 from conftest import ATOL, BACKEND, RTOL, gradients, jit, to_numpy
 from keras_dynconv import ops as dc
 from keras_dynconv.ops import taps
+from keras_dynconv.ops import torch_depthwise
 
 CONV_CASES = [
     # (batch, H, W, Cin, Cout, kernel, strides, padding, dilation)
@@ -169,6 +170,33 @@ def test_taps_fast_path_equals_the_generic_path_with_gradients(rng, monkeypatch,
         return output, grads
 
     (generic, generic_grads), (fast, fast_grads) = run(False), run(True)
+    np.testing.assert_allclose(fast, generic, atol=ATOL, rtol=RTOL)
+    for got, want in zip(fast_grads, generic_grads):
+        np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the torch fast path")
+@pytest.mark.parametrize("case", TAPS_CASES)
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_torch_depthwise_fast_path_equals_the_generic_path_with_gradients(
+    rng, monkeypatch, case, multiplier
+):
+    batch, h, w, channels, _, ksize, strides, padding, dilation = case
+    if _pair(strides)[0] != _pair(strides)[1]:
+        pytest.skip("TensorFlow's depthwise conv takes equal strides only")
+    inputs = _random(rng, batch, h, w, channels)
+    kernels = _random(rng, batch, *ksize, channels, multiplier)
+    results = []
+    for fast in (False, True):
+        monkeypatch.setattr(torch_depthwise, "available", lambda inputs: fast)
+
+        def loss(x, k):
+            out = dc.per_example_depthwise_conv(x, k, strides, padding, dilation)
+            return keras.ops.sum(out * keras.ops.cos(out))
+
+        output = dc.per_example_depthwise_conv(inputs, kernels, strides, padding, dilation)
+        results.append((to_numpy(output), gradients(loss, [inputs, kernels])))
+    (generic, generic_grads), (fast, fast_grads) = results
     np.testing.assert_allclose(fast, generic, atol=ATOL, rtol=RTOL)
     for got, want in zip(fast_grads, generic_grads):
         np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)

@@ -17,6 +17,7 @@ import keras
 from keras import ops
 
 from keras_dynconv.ops import taps
+from keras_dynconv.ops import torch_depthwise
 
 
 def combine_experts(routing_weights, experts):
@@ -160,11 +161,16 @@ def per_example_depthwise_conv(
     Returns:
         `[B, H', W', C * depth_multiplier]`, one depthwise convolution over the
         batch folded into channels; under XLA a sum over kernel taps (see
-        `per_example_conv`).
+        `per_example_conv`), on torch the same convolution on views of the input
+        (`keras_dynconv.ops.torch_depthwise`: two copies instead of five).
     """
     _check_channels_last(data_format)
     if taps.use_taps(inputs):
         return taps.per_example_depthwise_conv_taps(
+            inputs, kernels, strides, padding, dilation_rate
+        )
+    if torch_depthwise.available(inputs):
+        return torch_depthwise.per_example_depthwise_conv(
             inputs, kernels, strides, padding, dilation_rate
         )
     kernel_h, kernel_w, channels, multiplier = kernels.shape[1:]
