@@ -202,6 +202,53 @@ def test_torch_depthwise_fast_path_equals_the_generic_path_with_gradients(
         np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
 
 
+@pytest.mark.parametrize("case", TAPS_CASES)
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_static_depthwise_conv_equals_keras_with_gradients(rng, case, multiplier):
+    """`depthwise_conv` (the zoo's static depthwise layers) against Keras' op: eager
+    (taps on JAX, views on torch) and, for two cases, compiled (taps under TF's XLA)."""
+    batch, h, w, channels, _, ksize, strides, padding, dilation = case
+    if _pair(strides)[0] != _pair(strides)[1]:
+        pytest.skip("TensorFlow's depthwise conv takes equal strides only")
+    inputs = _random(rng, batch, h, w, channels)
+    kernel = _random(rng, *ksize, channels, multiplier)
+
+    def ours(x, k):
+        return dc.depthwise_conv(x, k, strides, padding, dilation)
+
+    def keras_op(x, k):
+        return keras.ops.depthwise_conv(x, k, strides, padding, dilation_rate=dilation)
+
+    expected = to_numpy(keras_op(inputs, kernel))
+    np.testing.assert_allclose(to_numpy(ours(inputs, kernel)), expected, atol=ATOL, rtol=RTOL)
+    if case in (CONV_CASES[2], TAPS_CASES[-3]) and multiplier == 1:  # compiling is slow on torch
+        np.testing.assert_allclose(
+            to_numpy(jit(ours)(inputs, kernel)), expected, atol=ATOL, rtol=RTOL
+        )
+    projection = keras.ops.convert_to_tensor(_random(rng, *expected.shape))
+    for got, want in zip(
+        gradients(lambda x, k: keras.ops.sum(ours(x, k) * projection), [inputs, kernel]),
+        gradients(lambda x, k: keras.ops.sum(keras_op(x, k) * projection), [inputs, kernel]),
+    ):
+        np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
+
+
+def test_static_depthwise_layer_is_keras_layer_with_the_fast_path(rng):
+    from keras_dynconv import layers
+
+    ours = layers.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2,
+                                  use_bias=True, activation="relu")
+    reference_layer = keras.layers.DepthwiseConv2D.from_config(ours.get_config())
+    x = _random(rng, 2, 9, 9, 3)
+    ours.build(x.shape)
+    reference_layer.build(x.shape)
+    reference_layer.set_weights([_random(rng, *v.shape) for v in reference_layer.weights])
+    ours.set_weights(reference_layer.get_weights())
+    assert isinstance(ours, keras.layers.DepthwiseConv2D)
+    assert type(layers.DepthwiseConv2D.from_config(ours.get_config())) is layers.DepthwiseConv2D
+    np.testing.assert_allclose(to_numpy(ours(x)), to_numpy(reference_layer(x)), atol=ATOL, rtol=RTOL)
+
+
 @pytest.mark.parametrize("case", [CONV_CASES[1], TAPS_CASES[-3]])
 def test_taps_mixture_depthwise_equals_the_generic_path_with_gradients(rng, monkeypatch, case):
     batch, h, w, channels, _, ksize, strides, padding, dilation = case

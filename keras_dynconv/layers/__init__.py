@@ -3,6 +3,7 @@
 from keras_dynconv.layers.cond_conv import CondConv2D
 from keras_dynconv.layers.cond_conv import CondDense
 from keras_dynconv.layers.cond_conv import CondDepthwiseConv2D
+from keras_dynconv.layers.depthwise_conv import DepthwiseConv2D
 from keras_dynconv.layers.dynamic_conv import DynamicConv2D
 from keras_dynconv.layers.dynamic_conv import DynamicDepthwiseConv2D
 from keras_dynconv.layers.expert_layer import ExpertLayer
@@ -16,6 +17,7 @@ __all__ = [
     "CondConv2D",
     "CondDense",
     "CondDepthwiseConv2D",
+    "DepthwiseConv2D",
     "DynamicConv2D",
     "DynamicDepthwiseConv2D",
     "ExpertLayer",

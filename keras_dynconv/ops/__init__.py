@@ -1,4 +1,5 @@
-"""The aggregation core: every dynamic layer computes through these functions.
+"""The aggregation core: every dynamic layer computes through these functions
+(and `depthwise_conv`, the static depthwise convolution with the same fast paths).
 
 They are written in `keras.ops` only, so they run unchanged on TensorFlow, JAX and
 PyTorch, inside `jit`, and with a batch size that is unknown at trace time.
@@ -11,9 +12,11 @@ from keras_dynconv.ops.aggregation import mixture_depthwise_conv
 from keras_dynconv.ops.aggregation import per_example_conv
 from keras_dynconv.ops.aggregation import per_example_dense
 from keras_dynconv.ops.aggregation import per_example_depthwise_conv
+from keras_dynconv.ops.depthwise import depthwise_conv
 
 __all__ = [
     "combine_experts",
+    "depthwise_conv",
     "mixture_conv",
     "mixture_dense",
     "mixture_depthwise_conv",

@@ -1,4 +1,4 @@
-"""The per-example depthwise convolution on torch without Keras' layout copies.
+"""Depthwise convolutions on torch without Keras' layout copies.
 
 `keras.ops.depthwise_conv` on torch copies its channels-last input to channels-first
 and then to torch's channels-last memory format; with the batch folded into the
@@ -7,14 +7,15 @@ one convolution. On this project's 2-core CPU that is 35 ms for a 5x5 layer of
 CondConv-EfficientNet-B0 at batch 32 against 12 ms for the static layer. A permuted
 view of a channels-last tensor already is torch's channels-last memory format, so
 this path calls `torch.nn.functional.conv2d` on views and copies twice: to fold the
-batch into the channels and back. Equal to the generic path (tests/test_ops.py).
+batch into the channels and back. The shared-kernel depthwise convolution of the zoo's
+static layers copies nothing. Equal to the generic paths (tests/test_ops.py).
 """
 
 import keras
 
 
 def available(inputs):
-    """Whether `per_example_depthwise_conv` can take this path."""
+    """Whether the depthwise convolutions can take this path."""
     return keras.backend.backend() == "torch"
 
 
@@ -29,40 +30,59 @@ def _same_padding(size, kernel, stride, dilation):
     return total // 2, total - total // 2
 
 
-def per_example_depthwise_conv(inputs, kernels, strides, padding, dilation_rate):
+def _conv2d_on_views(nchw, weight, groups, strides, padding, dilation_rate):
+    """`conv2d` of an NCHW view of channels-last memory; returns NCHW, channels-last memory."""
     import torch
     import torch.nn.functional as functional
 
-    inputs, kernels = keras.ops.convert_to_tensor(inputs), keras.ops.convert_to_tensor(kernels)
-    batch, height, width, channels = inputs.shape
-    kernel_h, kernel_w, _, multiplier = kernels.shape[1:]
     strides, dilation_rate = _pair(strides), _pair(dilation_rate)
-    # [1, B*C, H, W] as a view of channels-last memory, channel b*C + c.
-    folded = inputs.permute(1, 2, 0, 3).reshape(1, height, width, batch * channels)
-    folded = folded.permute(0, 3, 1, 2)
-    # Group b*C + c writes outputs (b*C + c)*M + m with kernels[b, :, :, c, m].
-    weight = kernels.permute(0, 3, 4, 1, 2).reshape(batch * channels * multiplier, 1, kernel_h, kernel_w)
     torch_padding = 0
     if padding.lower() == "same":
         pads = [
             _same_padding(size, kernel, stride, dilation)
             for size, kernel, stride, dilation in zip(
-                (height, width), (kernel_h, kernel_w), strides, dilation_rate
+                nchw.shape[2:], weight.shape[2:], strides, dilation_rate
             )
         ]
         if all(before == after for before, after in pads):
             torch_padding = [before for before, _ in pads]
         else:
             (top, bottom), (left, right) = pads
-            folded = functional.pad(folded, (left, right, top, bottom))
-            folded = folded.contiguous(memory_format=torch.channels_last)
-    outputs = functional.conv2d(
-        folded,
-        weight.to(folded.dtype),
+            nchw = functional.pad(nchw, (left, right, top, bottom))
+            nchw = nchw.contiguous(memory_format=torch.channels_last)
+    return functional.conv2d(
+        nchw,
+        weight.to(nchw.dtype),
         stride=strides,
         padding=torch_padding,
         dilation=dilation_rate,
-        groups=batch * channels,
+        groups=groups,
+    )
+
+
+def depthwise_conv(inputs, kernel, strides, padding, dilation_rate):
+    """`keras.ops.depthwise_conv` (channels_last) with no copy of the activations."""
+    inputs, kernel = keras.ops.convert_to_tensor(inputs), keras.ops.convert_to_tensor(kernel)
+    kernel_h, kernel_w, channels, multiplier = kernel.shape
+    weight = kernel.permute(2, 3, 0, 1).reshape(channels * multiplier, 1, kernel_h, kernel_w)
+    outputs = _conv2d_on_views(
+        inputs.permute(0, 3, 1, 2), weight, channels, strides, padding, dilation_rate
+    )
+    return outputs.permute(0, 2, 3, 1)
+
+
+def per_example_depthwise_conv(inputs, kernels, strides, padding, dilation_rate):
+    inputs, kernels = keras.ops.convert_to_tensor(inputs), keras.ops.convert_to_tensor(kernels)
+    batch, height, width, channels = inputs.shape
+    kernel_h, kernel_w, _, multiplier = kernels.shape[1:]
+    # [1, B*C, H, W] as a view of channels-last memory, channel b*C + c.
+    folded = inputs.permute(1, 2, 0, 3).reshape(1, height, width, batch * channels)
+    # Group b*C + c writes outputs (b*C + c)*M + m with kernels[b, :, :, c, m].
+    weight = kernels.permute(0, 3, 4, 1, 2).reshape(
+        batch * channels * multiplier, 1, kernel_h, kernel_w
+    )
+    outputs = _conv2d_on_views(
+        folded.permute(0, 3, 1, 2), weight, batch * channels, strides, padding, dilation_rate
     )
     out_h, out_w = outputs.shape[2], outputs.shape[3]
     outputs = outputs.permute(0, 2, 3, 1).reshape(out_h, out_w, batch, channels * multiplier)

@@ -23,7 +23,7 @@ CONV_LAYERS = {
     "sparse": dynamic_layers.SparseDynamicConv2D,
 }
 DEPTHWISE_LAYERS = {
-    "static": keras.layers.DepthwiseConv2D,
+    "static": dynamic_layers.DepthwiseConv2D,  # Keras' layer with the fast paths
     "condconv": dynamic_layers.CondDepthwiseConv2D,
     "dynamic": dynamic_layers.DynamicDepthwiseConv2D,
     "sparse": dynamic_layers.SparseDynamicDepthwiseConv2D,

@@ -132,7 +132,7 @@ def _mod_inner_block(channels, arch, group, name):
             ),
             batch_norm("expand_bn"),
             keras.layers.Activation(arch.activation, name=f"{name}_expand_act"),
-            keras.layers.DepthwiseConv2D(
+            dynamic_layers.DepthwiseConv2D(
                 group.kernel_size, padding="same", use_bias=False, name=f"{name}_dwconv"
             ),
             batch_norm("dwconv_bn"),
