@@ -129,8 +129,7 @@ def test_rows_have_every_column_and_consistent_figures(measured):
         _check_figures(row)
     assert result.rows[1]["parameters"] > result.rows[0]["parameters"]  # 2 experts
     assert result.rows[0]["execution"] == {
-        # tf_xla="auto": XLA on a GPU only; the suite runs on CPUs.
-        "jax": "jax.jit(stateless_call)", "tensorflow": "tf.function(jit_compile=False)",
+        "jax": "jax.jit(stateless_call)", "tensorflow": "tf.function(jit_compile=True)",
         "torch": "eager no_grad"}[BACKEND]
     assert result.rows[2]["execution"].startswith("train_on_batch")
 
@@ -211,8 +210,7 @@ def test_a_failed_compilation_runs_uncompiled_and_says_so(monkeypatch):
         monkeypatch.setattr(tf, "function", xla_refuses_the_benchmark)
         expected = ("tf.function(jit_compile=False)",
                     "XLA failed, ran jit_compile=False: RuntimeError: no compiler here")
-    plan = bench.BenchmarkPlan(BASELINE, torch_compile=True, tf_xla="on", modes=("inference",),
-                               **TINY)
+    plan = bench.BenchmarkPlan(BASELINE, torch_compile=True, modes=("inference",), **TINY)
     row = bench.measure_row(plan.models[0], "inference", "float32", 2, plan)
     _check_figures(row)
     assert (row["execution"], row["note"]) == expected

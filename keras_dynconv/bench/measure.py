@@ -10,7 +10,7 @@ call, timed as `first_call_s`), `warmup` more calls, then `repeats` timed calls 
 `time.perf_counter`, each ending once the device is done. The models of one (dtype,
 mode, batch) group are prepared first and then timed in turns, call by call. Inference: a jitted
 `stateless_call` on JAX, `tf.function(jit_compile=True)` on TensorFlow (without XLA,
-noted, if XLA fails; plain `tf.function` on a CPU unless `tf_xla="on"`), `torch.no_grad()` eager calls on torch, or `torch.compile` with
+noted, if XLA fails; plain `tf.function` with `tf_xla="off"`), `torch.no_grad()` eager calls on torch, or `torch.compile` with
 `torch_compile` (eager, noted, if compiling fails). Training: one `train_on_batch` of
 SGD with momentum, compiled the way Keras compiles it by default on the backend.
 """
@@ -225,11 +225,6 @@ def _timed_first_call(run):
     return time.perf_counter() - start
 
 
-def _use_xla(tf_xla):
-    """Whether TensorFlow inference compiles with XLA under the plan's `tf_xla`."""
-    return tf_xla == "on" or (tf_xla == "auto" and bool(_tf_gpus()))
-
-
 def _inference(model, images, torch_compile, tf_xla="on"):
     """`(run, execution, note, first_call_s)`; `run()` returns once the device is done."""
     backend = keras.backend.backend()
@@ -260,7 +255,7 @@ def _inference(model, images, torch_compile, tf_xla="on"):
 
             return run
 
-        if not _use_xla(tf_xla):
+        if tf_xla == "off":
             run = compiled(False)
             return run, "tf.function(jit_compile=False)", None, _timed_first_call(run)
         run = compiled(True)

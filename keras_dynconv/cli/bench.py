@@ -55,9 +55,8 @@ def add_parser(subparsers):
     parser.add_argument("--repeats", type=int, default=10, help="timed calls (default 10)")
     parser.add_argument("--torch-compile", action="store_true",
                         help="torch inference through torch.compile (eager if it fails)")
-    parser.add_argument("--tf-xla", choices=("auto", "on", "off"), default="auto",
-                        help="TensorFlow inference with XLA (jit_compile=True): on, off, or "
-                        "auto (default): on a GPU only; on a CPU, XLA was 4-5x slower")
+    parser.add_argument("--tf-xla", choices=("on", "off"), default="on",
+                        help="TensorFlow inference with XLA, jit_compile=True (default on)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads per backend (torch.set_num_threads, TensorFlow "
                         "intra-op threads, CPU affinity for XLA)")
