@@ -36,11 +36,11 @@ def use_taps(inputs):
     return inputs.shape[1] is not None and inputs.shape[2] is not None and _xla_context()
 
 
-def _pair(value):
+def pair(value):
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
-def _output_size_and_padding(size, kernel, stride, dilation, padding):
+def output_size_and_padding(size, kernel, stride, dilation, padding):
     """Output length and `(before, after)` padding, as TensorFlow's "same"/"valid"."""
     extent = (kernel - 1) * dilation + 1
     if padding == "valid":
@@ -55,10 +55,10 @@ def _windows(inputs, kernel_size, strides, padding, dilation_rate):
     padding = padding.lower()
     if padding not in ("same", "valid"):
         raise ValueError(f"padding must be 'same' or 'valid'. Received padding={padding!r}")
-    (kernel_h, kernel_w), (stride_h, stride_w) = kernel_size, _pair(strides)
-    dilation_h, dilation_w = _pair(dilation_rate)
-    out_h, pad_h = _output_size_and_padding(inputs.shape[1], kernel_h, stride_h, dilation_h, padding)
-    out_w, pad_w = _output_size_and_padding(inputs.shape[2], kernel_w, stride_w, dilation_w, padding)
+    (kernel_h, kernel_w), (stride_h, stride_w) = kernel_size, pair(strides)
+    dilation_h, dilation_w = pair(dilation_rate)
+    out_h, pad_h = output_size_and_padding(inputs.shape[1], kernel_h, stride_h, dilation_h, padding)
+    out_w, pad_w = output_size_and_padding(inputs.shape[2], kernel_w, stride_w, dilation_w, padding)
     if pad_h != (0, 0) or pad_w != (0, 0):
         inputs = ops.pad(inputs, ((0, 0), pad_h, pad_w, (0, 0)))
     for i in range(kernel_h):

@@ -13,21 +13,13 @@ static layers copies nothing. Equal to the generic paths (tests/test_ops.py).
 
 import keras
 
+from keras_dynconv.ops.taps import output_size_and_padding
+from keras_dynconv.ops.taps import pair
+
 
 def available(inputs):
     """Whether the depthwise convolutions can take this path."""
     return keras.backend.backend() == "torch"
-
-
-def _pair(value):
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
-def _same_padding(size, kernel, stride, dilation):
-    """TensorFlow's "same" padding, `(before, after)`: the extra pixel goes after."""
-    extent = (kernel - 1) * dilation + 1
-    total = max((-(-size // stride) - 1) * stride + extent - size, 0)
-    return total // 2, total - total // 2
 
 
 def _conv2d_on_views(nchw, weight, groups, strides, padding, dilation_rate):
@@ -35,11 +27,11 @@ def _conv2d_on_views(nchw, weight, groups, strides, padding, dilation_rate):
     import torch
     import torch.nn.functional as functional
 
-    strides, dilation_rate = _pair(strides), _pair(dilation_rate)
+    strides, dilation_rate = pair(strides), pair(dilation_rate)
     torch_padding = 0
     if padding.lower() == "same":
         pads = [
-            _same_padding(size, kernel, stride, dilation)
+            output_size_and_padding(size, kernel, stride, dilation, "same")[1]
             for size, kernel, stride, dilation in zip(
                 nchw.shape[2:], weight.shape[2:], strides, dilation_rate
             )
