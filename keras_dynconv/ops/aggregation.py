@@ -71,14 +71,8 @@ def _unfold_batch_from_channels(outputs, channels_per_example):
     return ops.transpose(unfolded, (2, 0, 1, 3))
 
 
-def _pair(value):
-    if isinstance(value, int):
-        return (value, value)
-    return tuple(value)
-
-
 def _strided_pointwise_input(inputs, strides):
-    stride_h, stride_w = _pair(strides)
+    stride_h, stride_w = taps.pair(strides)
     if stride_h == 1 and stride_w == 1:
         return inputs
     return inputs[:, ::stride_h, ::stride_w, :]
