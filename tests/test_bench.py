@@ -8,6 +8,7 @@ import importlib.util
 import json
 import math
 import os
+import sys
 
 import keras
 import pytest
@@ -297,6 +298,9 @@ def test_help_shows_the_spec_syntax_and_examples(capsys):
     (["--batch-sizes", "2,x"], "--batch-sizes"),
     (["--backends", "theano"], "`backends`"),
     (["--modes", "predict"], "`modes`"),
+    (["--python", "torch"], "expected BACKEND=PYTHON"),
+    (["--python", f"{BACKEND}=/no/such/python"], "is not an executable file"),
+    (["--python", "theano=/usr/bin/python3"], "not among the backends"),
 ])
 def test_cli_user_mistakes_exit_2_with_a_message_and_no_traceback(tmp_path, capsys, change,
                                                                    message):
@@ -314,10 +318,18 @@ def test_cli_user_mistakes_exit_2_with_a_message_and_no_traceback(tmp_path, caps
 
 # --- the runner: one process per backend ---------------------------------------------
 @pytest.mark.orchestration
-def test_runner_measures_another_backend_in_its_own_process(other_backend):
+def test_runner_measures_another_backend_in_its_own_process(other_backend, tmp_path):
+    # The worker runs under the interpreter given for its backend (here a wrapper that
+    # leaves a mark), as `--python torch=.venv-timm/bin/python` does for timm.
+    mark = tmp_path / "wrapper-ran"
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f'#!/bin/sh\ntouch "{mark}"\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
     plan = bench.BenchmarkPlan(TINY_MODELS, modes=("inference",), **TINY)
     lines = []
-    result = bench.run_benchmark(plan, backends=[other_backend], progress=lines.append)
+    result = bench.run_benchmark(plan, backends=[other_backend], progress=lines.append,
+                                 interpreters={other_backend: str(wrapper)})
+    assert mark.exists()
     assert [(r["backend"], r["model"]) for r in result.rows] == [
         (other_backend, BASELINE), (other_backend, OTHER)]
     for row in result.rows:

@@ -58,8 +58,9 @@ def _last_error_line(stderr_text):
     return lines[-1][:300] if lines else "no message"
 
 
-def _run_worker(backend, plan, progress):
-    """`(rows, notes, backend_info)` of one worker subprocess."""
+def _run_worker(backend, plan, progress, interpreter=None):
+    """`(rows, notes, backend_info)` of one worker subprocess, run by `interpreter`
+    (default: this one)."""
     with tempfile.TemporaryDirectory(prefix="keras-dynconv-bench-") as directory:
         plan_path = os.path.join(directory, "plan.json")
         result_path = os.path.join(directory, "result.json")
@@ -68,7 +69,7 @@ def _run_worker(backend, plan, progress):
             file.write(plan.to_json())
         with open(stderr_path, "w") as stderr:
             process = subprocess.Popen(
-                [sys.executable, "-m", WORKER_MODULE, plan_path, result_path],
+                [interpreter or sys.executable, "-m", WORKER_MODULE, plan_path, result_path],
                 env=worker_environment(backend, plan.threads), stdout=subprocess.PIPE,
                 stderr=stderr, text=True,
             )
@@ -109,7 +110,24 @@ def _run_here(plan, progress):
     return rows, notes, info
 
 
-def run_benchmark(plan, backends=None, in_process="auto", progress=print):
+def check_interpreters(interpreters, backends):
+    """`interpreters` ({backend: python executable}) checked against `backends`."""
+    interpreters = dict(interpreters or {})
+    for backend, path in interpreters.items():
+        if backend not in backends:
+            raise ValueError(
+                f"Invalid interpreter for backend {backend!r}: it is not among the "
+                f"backends {list(backends)}"
+            )
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise ValueError(
+                f"Invalid interpreter for backend {backend!r}: {path!r} is not an "
+                "executable file"
+            )
+    return interpreters
+
+
+def run_benchmark(plan, backends=None, in_process="auto", progress=print, interpreters=None):
     """Measures `plan` on each of `backends` (default: the current one) -> `BenchmarkResult`.
 
     `in_process`: "auto" runs here when `backends` is only the current backend and
@@ -117,6 +135,9 @@ def run_benchmark(plan, backends=None, in_process="auto", progress=print):
     process), True insists on it (then it must be the only backend), False always
     starts a worker.
     `progress(line)` receives one line per measured row.
+    `interpreters` maps a backend to the Python that runs its worker, e.g.
+    `{"torch": ".venv-timm/bin/python"}` to compare with timm from an environment
+    that has it; that backend then always runs in a worker.
 
     >>> from keras_dynconv.bench import BenchmarkPlan, run_benchmark
     >>> plan = BenchmarkPlan("mobilenet_v1:alpha=0.25", batch_sizes=(2,), image_size=32,
@@ -129,13 +150,14 @@ def run_benchmark(plan, backends=None, in_process="auto", progress=print):
     backends = check_choices("backends", backends or (current,), BACKENDS)
     if in_process not in ("auto", True, False):
         raise ValueError(f"Invalid value for argument `in_process`: {in_process!r}")
-    here = backends == (current,) and (
+    interpreters = check_interpreters(interpreters, backends)
+    here = backends == (current,) and current not in interpreters and (
         in_process is True or (in_process == "auto" and not plan.threads)
     )
     if in_process is True and not here:
         raise ValueError(
-            f"Invalid value for argument `in_process`: True needs backends == ({current!r},), "
-            f"received {list(backends)}"
+            f"Invalid value for argument `in_process`: True needs backends == ({current!r},) "
+            f"and no other interpreter for it, received backends {list(backends)}"
         )
     rows, notes, infos = [], [], {}
     if plan.timm and "torch" not in backends:
@@ -143,7 +165,8 @@ def run_benchmark(plan, backends=None, in_process="auto", progress=print):
                      f"backends {list(backends)}; no timm rows")
     for backend in backends:
         backend_rows, backend_notes, infos[backend] = (
-            _run_here(plan, progress) if here else _run_worker(backend, plan, progress)
+            _run_here(plan, progress) if here
+            else _run_worker(backend, plan, progress, interpreters.get(backend))
         )
         rows += backend_rows
         notes += backend_notes

@@ -17,6 +17,8 @@ examples:
       --dtypes float32,mixed_bfloat16 --repeats 20
   KERAS_BACKEND=torch python -m keras_dynconv.bench --models "resnet50;condconv_resnet50" \\
       --torch-compile --timm resnet50 --batch-sizes 64 --modes inference
+  keras-dynconv bench --models "condconv_efficientnet_b0:num_experts=8" --backends tensorflow,torch \
+      --timm tf_efficientnet_cc_b0_8e --python torch=.venv-timm/bin/python --modes inference
   keras-dynconv bench --models "mobilenet_v1:alpha=0.25;condconv_mobilenet_v1:alpha=0.25" \\
       --image-size 64 --batch-sizes 1,8 --threads 1 --output-dir runs/bench   # a quick CPU look
 
@@ -62,6 +64,9 @@ def add_parser(subparsers):
                         "intra-op threads, CPU affinity for XLA)")
     parser.add_argument("--timm", default=None, metavar="MODEL",
                         help="add timm's MODEL (torch, eager, channels first) when timm is installed")
+    parser.add_argument("--python", action="append", default=[], metavar="BACKEND=PYTHON",
+                        help="run BACKEND's worker with another Python (repeatable), e.g. "
+                        "torch=.venv-timm/bin/python for an environment that has timm")
     parser.add_argument("--output-dir", default=None,
                         help=f"where the files go (default {DEFAULT_OUTPUT})")
     parser.set_defaults(run=run)
@@ -81,7 +86,20 @@ def _integers(flag, text):
         raise ValueError(f"Invalid value for {flag}: {text!r} (expected integers, e.g. 1,32)") from None
 
 
-def command_line(plan, backends, output_dir):
+def _interpreters(values):
+    interpreters = {}
+    for value in values:
+        backend, separator, path = value.partition("=")
+        if not separator or not backend.strip() or not path.strip():
+            raise ValueError(
+                f"Invalid value for --python: {value!r} (expected BACKEND=PYTHON, "
+                "e.g. torch=.venv-timm/bin/python)"
+            )
+        interpreters[backend.strip()] = path.strip()
+    return interpreters
+
+
+def command_line(plan, backends, output_dir, interpreters=None):
     """The complete command equivalent to this run, every setting spelled out."""
     parts = [
         "keras-dynconv", "bench", "--models", ";".join(str(m) for m in plan.models),
@@ -94,6 +112,8 @@ def command_line(plan, backends, output_dir):
     parts += ["--tf-xla", plan.tf_xla]
     parts += ["--threads", str(plan.threads)] if plan.threads else []
     parts += ["--timm", plan.timm] if plan.timm else []
+    for backend, path in (interpreters or {}).items():
+        parts += ["--python", f"{backend}={path}"]
     parts += ["--output-dir", output_dir] if output_dir else []
     return shlex.join(parts)
 
@@ -119,13 +139,15 @@ def run(args):
         "backends", _items("--backends", args.backends) if args.backends else [current_backend()],
         BACKENDS,
     )
+    interpreters = _interpreters(args.python)
     count = f"{len(plan.models)} model{'s' if len(plan.models) > 1 else ''}"
     print(f"{count} on {', '.join(backends)}; baseline {plan.baseline}; "
           f"batch sizes {list(plan.batch_sizes)}, modes {list(plan.modes)}, "
           f"dtypes {list(plan.dtypes)}, {plan.image_size}x{plan.image_size}", flush=True)
-    result = run_benchmark(plan, backends, progress=lambda line: print(line, flush=True))
+    result = run_benchmark(plan, backends, progress=lambda line: print(line, flush=True),
+                           interpreters=interpreters)
     report = write_report(result, plan, args.output_dir,
-                          command=command_line(plan, backends, args.output_dir))
+                          command=command_line(plan, backends, args.output_dir, interpreters))
     print()
     print(report.table)
     for note in report.notes:
