@@ -1,4 +1,5 @@
-"""Writes zoo/models.csv and the tables of the model cards from the profiler.
+"""Writes keras_dynconv/zoo/models.csv (read by `keras-dynconv list`) and the
+tables of the model cards from the profiler.
 
 Every number in zoo/ comes from here (never typed by hand):
 
@@ -26,6 +27,7 @@ from keras_dynconv.zoo.registry import model_entry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZOO_DIR = os.path.join(ROOT, "zoo")
+MODEL_TABLE = os.path.join(ROOT, "keras_dynconv", "zoo", "models.csv")
 CARDS = {
     "efficientnet": "efficientnet.md",
     "mobilenet_v1": "mobilenet_v1.md",
@@ -161,7 +163,7 @@ def _replace_between(path, begin, end, content):
 
 
 def write(rows):
-    with open(os.path.join(ZOO_DIR, "models.csv"), "w", newline="") as file:
+    with open(MODEL_TABLE, "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)

@@ -1,4 +1,4 @@
-"""zoo/models.csv and the model cards are the profiler's output, kept in sync."""
+"""keras_dynconv/zoo/models.csv and the model cards are the profiler's output, kept in sync."""
 
 import csv
 import importlib.util
@@ -22,7 +22,7 @@ def _load_table_script(repo_root):
 
 @pytest.fixture
 def rows(repo_root):
-    with open(os.path.join(repo_root, "zoo", "models.csv"), newline="") as file:
+    with open(os.path.join(repo_root, "keras_dynconv", "zoo", "models.csv"), newline="") as file:
         return list(csv.DictReader(file))
 
 

@@ -76,7 +76,7 @@ def routing_model(model, names=None):
     Example:
     >>> probe = routing_model(zoo.condconv_efficientnet_b0(num_experts=4))
     >>> sorted(probe.output_names)[:2]
-    ['block5a_routing', 'block5b_routing']
+    ['block10_routing', 'block11_routing']
     """
     outputs = routing_outputs(model)
     if not outputs:
