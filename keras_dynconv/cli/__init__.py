@@ -10,9 +10,10 @@ import sys
 
 from keras_dynconv.cli import bench as bench_command
 from keras_dynconv.cli import models as models_command
+from keras_dynconv.cli import predict as predict_command
 from keras_dynconv.cli import train as train_command
 
-COMMANDS = (models_command, train_command, bench_command)
+COMMANDS = (models_command, predict_command, train_command, bench_command)
 EXIT_USAGE = 2
 RESUMABLE_COMMANDS = ("train", "finetune")
 
@@ -24,8 +25,8 @@ class UserError(Exception):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-dynconv",
-        description="Dynamic convolutions for Keras 3: list, describe, train, fine-tune and benchmark "
-        "zoo models. "
+        description="Dynamic convolutions for Keras 3: list, describe, run, train, fine-tune and "
+        "benchmark zoo models. "
         "The Keras backend is KERAS_BACKEND (tensorflow, jax or torch).",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

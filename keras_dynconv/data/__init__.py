@@ -34,6 +34,8 @@ from keras_dynconv.data.catalog import dataset_info
 from keras_dynconv.data.coco import COCO_CATEGORY_IDS
 from keras_dynconv.data.coco import COCO_CLASS_NAMES
 from keras_dynconv.data.coco import coco_detection_dataset
+from keras_dynconv.data.imagenet_labels import class_names as imagenet_class_names
+from keras_dynconv.data.imagenet_labels import decode_predictions
 from keras_dynconv.data.offline import offline_dataset
 from keras_dynconv.data.shapes import SHAPE_CLASSES
 from keras_dynconv.data.shapes import generate_shapes
@@ -53,8 +55,10 @@ __all__ = [
     "DatasetSpec",
     "coco_detection_dataset",
     "dataset_info",
+    "decode_predictions",
     "generate_shapes",
     "image_classification_dataset",
+    "imagenet_class_names",
     "offline_dataset",
     "shapes_detection_dataset",
 ]
