@@ -53,6 +53,19 @@ def conv2d(image, kernel, strides=1, padding="valid", dilation=1):
     return np.einsum("hwabi,abio->hwo", windows, kernel.astype(np.float64))
 
 
+def conv2d_kernel_gradient(images, projection, kernel_hw, strides=1, padding="valid",
+                           dilation=1):
+    """d/dkernel of sum(conv2d(images, kernel) * projection), `[kh, kw, Cin, Cout]`
+    (the convolution is linear in its kernel: windows times projection)."""
+    strides, dilation = _pair(strides), _pair(dilation)
+    total = 0.0
+    for image, weights in zip(images, projection):
+        padded = _pad(image.astype(np.float64), kernel_hw, strides, padding, dilation)
+        windows = _windows(padded, kernel_hw, strides, dilation)
+        total = total + np.einsum("hwabi,hwo->abio", windows, weights.astype(np.float64))
+    return total
+
+
 def depthwise_conv2d(image, kernel, strides=1, padding="valid", dilation=1):
     """One example: `[H, W, C]` * `[kh, kw, C, M]` -> `[H', W', C*M]` (c-major)."""
     strides, dilation = _pair(strides), _pair(dilation)

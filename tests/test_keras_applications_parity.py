@@ -16,8 +16,10 @@ absolute, float32:
   NORMALIZED_ATOL = 1e-5: the two compute the same function in another order
   (`(x - 127.5) / 127.5` vs `x / 127.5 - 1`; `(x - mean) / std` vs `x / 255` then
   `Normalization`), i.e. within an ulp or so of values up to ~2.7.
-* logits from the same (keras') normalised input <= LOGITS_ATOL = 1e-4: this is the
-  weight copy itself; both models then run the same layers with the same weights.
+* logits from the same (keras') normalised input <= LOGITS_ATOL = 1e-3: this is the
+  weight copy itself; both models then run the same weights, our static convolutions
+  in another order on torch (`keras_dynconv.layers.Conv2D` / `DepthwiseConv2D` compute
+  on views; a strided 1x1 convolution subsamples first): ResNet50 2.7e-4 there.
 * logits from the same raw pixels <= END_TO_END_ATOL = 1e-3: the ulp-level input
   difference above, amplified by the random networks (activations of order 1 with
   statistics fitted to four images make them sensitive: for EfficientNet, a 6e-8
@@ -53,7 +55,7 @@ from keras_dynconv.weights.keras_applications import build_keras_applications_mo
 from keras_dynconv.weights.keras_applications import copy_keras_applications_weights
 
 NORMALIZED_ATOL = 1e-5
-LOGITS_ATOL = 1e-4
+LOGITS_ATOL = 1e-3
 END_TO_END_ATOL = 1e-3
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 CLASSES = 10  # a small head: the classifier is a layer like any other

@@ -87,7 +87,7 @@ def test_condconv_conversion_follows_appendix_a(name, routings, cond_convs, clas
     assert isinstance(model.get_layer("predictions"), layers.CondDense) is classifier_is_dynamic
     # Squeeze-excite convs stay static.
     se_convs = [l for l in model.layers if "_se_" in l.name and l.weights]
-    assert all(type(l) is keras.layers.Conv2D for l in se_convs)
+    assert all(type(l) is layers.Conv2D for l in se_convs)
 
 
 @pytest.mark.parametrize("name", ["dynamic_mobilenet_v2", "sparse_dynamic_resnet50"])
@@ -95,7 +95,7 @@ def test_dynamic_variants_convert_every_conv_but_the_stem(name):
     model = zoo.get_model(name, input_shape=SMALL_INPUT, num_experts=2)
     static_convs = [
         l.name for l in model.layers
-        if type(l) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, layers.DepthwiseConv2D)
+        if type(l) in (layers.Conv2D, layers.DepthwiseConv2D)
     ]
     assert static_convs in (["stem_conv"], ["conv1_conv"])
     assert not isinstance(model.get_layer("predictions"), layers.ExpertLayer)

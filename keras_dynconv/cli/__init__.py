@@ -10,11 +10,13 @@ import sys
 
 from keras_dynconv.cli import bench as bench_command
 from keras_dynconv.cli import convert as convert_command
+from keras_dynconv.cli import export as export_command
 from keras_dynconv.cli import models as models_command
 from keras_dynconv.cli import predict as predict_command
 from keras_dynconv.cli import train as train_command
 
-COMMANDS = (models_command, predict_command, convert_command, train_command, bench_command)
+COMMANDS = (models_command, predict_command, convert_command, export_command, train_command,
+            bench_command)
 EXIT_USAGE = 2
 RESUMABLE_COMMANDS = ("train", "finetune")
 
@@ -26,8 +28,8 @@ class UserError(Exception):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-dynconv",
-        description="Dynamic convolutions for Keras 3: list, describe, run, convert, train, fine-tune "
-        "and benchmark zoo models. "
+        description="Dynamic convolutions for Keras 3: list, describe, run, convert, export, train, "
+        "fine-tune and benchmark zoo models. "
         "The Keras backend is KERAS_BACKEND (tensorflow, jax or torch).",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

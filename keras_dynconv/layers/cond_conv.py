@@ -87,8 +87,10 @@ class CondConv2D(_SpatialExpertLayer):
         temperature: routing logits are divided by it.
         strategy: `"per_example"` (combine kernels, then one grouped convolution),
             `"mixture"` (E convolutions as one, then weight the outputs) or `"auto"`:
-            mixture when training with `num_experts <= 4`, per-example otherwise
-            (the rule of the CondConv paper, Sec. 4). Both give the same result.
+            per-example on CPUs (measured faster on every backend); on GPUs and
+            TPUs the CondConv paper's rule, mixture when training with
+            `num_experts <= 4` (`keras_dynconv.layers.strategy`). Both give the
+            same result.
         expert_dropout: during training, each routing weight is dropped with this
             probability (kept ones are scaled by `1 / (1 - rate)`), the paper's
             Shake-Shake-like regulariser for ResNet-50.

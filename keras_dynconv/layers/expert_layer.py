@@ -13,29 +13,8 @@ from keras_dynconv import ops as dynconv_ops
 from keras_dynconv.layers import validation
 from keras_dynconv.layers.routing import ROUTING_ACTIVATIONS
 from keras_dynconv.layers.routing import Routing
-
-STRATEGIES = ("auto", "per_example", "mixture")
-
-# CondConv paper, Sec. 4: "with small numbers of experts (<=4), we found it to be more
-# efficient to train CondConv layers with the linear mixture of experts formulation ...
-# With larger numbers of experts (>4), training CondConv layers directly with batch
-# size one is more efficient." Inference always uses the per-example kernel.
-MIXTURE_MAX_EXPERTS_IN_TRAINING = 4
-
-
-def resolve_strategy(strategy, num_experts, training):
-    """The formulation a layer uses: `strategy` itself unless it is `"auto"`.
-
-    `"auto"` follows the CondConv paper: `"mixture"` when training with at most
-    `MIXTURE_MAX_EXPERTS_IN_TRAINING` experts, `"per_example"` otherwise (and always
-    at inference, where it costs one convolution instead of E).
-    """
-    if strategy != "auto":
-        return strategy
-    if training and num_experts <= MIXTURE_MAX_EXPERTS_IN_TRAINING:
-        return "mixture"
-    return "per_example"
-
+from keras_dynconv.layers.strategy import STRATEGIES
+from keras_dynconv.layers.strategy import resolve_strategy
 
 def per_expert_initializer(initializer):
     """Initializes each expert as its own kernel, as the official CondConv and timm do.

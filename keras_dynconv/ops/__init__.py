@@ -12,10 +12,13 @@ from keras_dynconv.ops.aggregation import mixture_depthwise_conv
 from keras_dynconv.ops.aggregation import per_example_conv
 from keras_dynconv.ops.aggregation import per_example_dense
 from keras_dynconv.ops.aggregation import per_example_depthwise_conv
+from keras_dynconv.ops.convolution import conv
 from keras_dynconv.ops.depthwise import depthwise_conv
+from keras_dynconv.ops.portability import portable
 
 __all__ = [
     "combine_experts",
+    "conv",
     "depthwise_conv",
     "mixture_conv",
     "mixture_dense",
@@ -23,4 +26,5 @@ __all__ = [
     "per_example_conv",
     "per_example_dense",
     "per_example_depthwise_conv",
+    "portable",
 ]

@@ -17,7 +17,8 @@ import keras
 from keras import ops
 
 from keras_dynconv.ops import taps
-from keras_dynconv.ops import torch_depthwise
+from keras_dynconv.ops.convolution import conv
+from keras_dynconv.ops import torch_conv
 
 
 def combine_experts(routing_weights, experts):
@@ -133,7 +134,7 @@ def per_example_conv(
     # Kernels side by side, [kh, kw, Cin, B*Cout]: as a grouped conv (groups = B),
     # group b reads input channels b*Cin:(b+1)*Cin and writes b*Cout:(b+1)*Cout.
     outputs = _convolve(
-        ops.conv, folded_inputs, _side_by_side(kernels), strides, padding, dilation_rate
+        conv, folded_inputs, _side_by_side(kernels), strides, padding, dilation_rate
     )
     return _unfold_batch_from_channels(outputs, out_channels)
 
@@ -156,15 +157,15 @@ def per_example_depthwise_conv(
         `[B, H', W', C * depth_multiplier]`, one depthwise convolution over the
         batch folded into channels; under XLA a sum over kernel taps (see
         `per_example_conv`), on torch the same convolution on views of the input
-        (`keras_dynconv.ops.torch_depthwise`: two copies instead of five).
+        (`keras_dynconv.ops.torch_conv`: two copies instead of five).
     """
     _check_channels_last(data_format)
     if taps.use_taps(inputs):
         return taps.per_example_depthwise_conv_taps(
             inputs, kernels, strides, padding, dilation_rate
         )
-    if torch_depthwise.available(inputs):
-        return torch_depthwise.per_example_depthwise_conv(
+    if torch_conv.available(inputs):
+        return torch_conv.per_example_depthwise_conv(
             inputs, kernels, strides, padding, dilation_rate
         )
     kernel_h, kernel_w, channels, multiplier = kernels.shape[1:]
@@ -227,7 +228,7 @@ def mixture_conv(
     _check_channels_last(data_format)
     num_experts, out_channels = experts.shape[0], experts.shape[-1]
     outputs = _convolve(
-        ops.conv, inputs, _side_by_side(experts), strides, padding, dilation_rate
+        conv, inputs, _side_by_side(experts), strides, padding, dilation_rate
     )
     out_h, out_w = _dim(outputs, 1), _dim(outputs, 2)
     outputs = ops.reshape(outputs, (-1, out_h, out_w, num_experts, out_channels))

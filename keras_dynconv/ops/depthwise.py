@@ -9,8 +9,9 @@ taps, and on torch Keras copies the activations three times around it.
 import keras
 from keras import ops
 
+from keras_dynconv.ops import portability
 from keras_dynconv.ops import taps
-from keras_dynconv.ops import torch_depthwise
+from keras_dynconv.ops import torch_conv
 
 
 def depthwise_conv(inputs, kernel, strides=1, padding="valid", dilation_rate=1, data_format=None):
@@ -32,13 +33,14 @@ def depthwise_conv(inputs, kernel, strides=1, padding="valid", dilation_rate=1, 
     (2, 8, 8, 3)
     """
     data_format = data_format or keras.config.image_data_format()
-    if data_format == "channels_last" and len(inputs.shape) == 4:
+    # Exporting (`portable()`), a shared kernel is a constant: Keras' op exports as is.
+    if data_format == "channels_last" and len(inputs.shape) == 4 and not portability.active():
         if taps.use_taps(inputs):
             return taps.per_example_depthwise_conv_taps(
                 inputs, ops.expand_dims(kernel, 0), strides, padding, dilation_rate
             )
-        if torch_depthwise.available(inputs):
-            return torch_depthwise.depthwise_conv(inputs, kernel, strides, padding, dilation_rate)
+        if torch_conv.available(inputs):
+            return torch_conv.depthwise_conv(inputs, kernel, strides, padding, dilation_rate)
     return ops.depthwise_conv(
         inputs, kernel, strides=strides, padding=padding, dilation_rate=dilation_rate,
         data_format=data_format,

@@ -13,6 +13,8 @@ kind of ops. Equal to the generic path (tests/test_ops.py); used only where
 import keras
 from keras import ops
 
+from keras_dynconv.ops import portability
+
 
 def _xla_context():
     """True under JAX, and inside a TensorFlow function compiled with XLA."""
@@ -32,8 +34,10 @@ def _xla_context():
 
 
 def use_taps(inputs):
-    """Whether the per-example paths should use taps: XLA and static spatial sizes."""
-    return inputs.shape[1] is not None and inputs.shape[2] is not None and _xla_context()
+    """Whether the per-example paths should use taps: static spatial sizes, and XLA
+    or `keras_dynconv.ops.portable()` (exporting)."""
+    static = inputs.shape[1] is not None and inputs.shape[2] is not None
+    return static and (portability.active() or _xla_context())
 
 
 def pair(value):

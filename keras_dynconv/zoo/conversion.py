@@ -17,7 +17,7 @@ LAYER_KINDS = ("static", "condconv", "dynamic", "sparse")
 PADDING_STYLES = ("same", "symmetric")
 # The layer each conversion kind uses for a convolution and a depthwise convolution.
 CONV_LAYERS = {
-    "static": keras.layers.Conv2D,
+    "static": dynamic_layers.Conv2D,
     "condconv": dynamic_layers.CondConv2D,
     "dynamic": dynamic_layers.DynamicConv2D,
     "sparse": dynamic_layers.SparseDynamicConv2D,

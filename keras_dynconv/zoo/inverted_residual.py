@@ -73,11 +73,11 @@ def _activation(inputs, activation, name):
 def _squeeze_excite(inputs, reduced_filters, activation, initializer, name):
     channels = inputs.shape[-1]
     x = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_squeeze")(inputs)
-    x = keras.layers.Conv2D(
+    x = dynamic_layers.Conv2D(
         reduced_filters, 1, activation=activation, kernel_initializer=initializer,
         name=f"{name}_reduce",
     )(x)
-    x = keras.layers.Conv2D(
+    x = dynamic_layers.Conv2D(
         channels, 1, activation="sigmoid", kernel_initializer=initializer,
         name=f"{name}_expand",
     )(x)
@@ -127,7 +127,7 @@ def _mod_inner_block(channels, arch, group, name):
 
     return keras.Sequential(
         [
-            keras.layers.Conv2D(
+            dynamic_layers.Conv2D(
                 int(channels * group.expansion), 1, use_bias=False, name=f"{name}_expand"
             ),
             batch_norm("expand_bn"),
@@ -137,7 +137,7 @@ def _mod_inner_block(channels, arch, group, name):
             ),
             batch_norm("dwconv_bn"),
             keras.layers.Activation(arch.activation, name=f"{name}_dwconv_act"),
-            keras.layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_project"),
+            dynamic_layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_project"),
             batch_norm("project_bn"),
         ],
         name=name,

@@ -39,13 +39,13 @@ def _mod_bottleneck(channels, bn_epsilon, name):
 
     return keras.Sequential(
         [
-            keras.layers.Conv2D(mid, 1, name=f"{name}_1_conv"),
+            dynamic_layers.Conv2D(mid, 1, name=f"{name}_1_conv"),
             batch_norm("1_bn"),
             keras.layers.ReLU(name=f"{name}_1_relu"),
-            keras.layers.Conv2D(mid, 3, padding="same", name=f"{name}_2_conv"),
+            dynamic_layers.Conv2D(mid, 3, padding="same", name=f"{name}_2_conv"),
             batch_norm("2_bn"),
             keras.layers.ReLU(name=f"{name}_2_relu"),
-            keras.layers.Conv2D(channels, 1, name=f"{name}_3_conv"),
+            dynamic_layers.Conv2D(channels, 1, name=f"{name}_3_conv"),
             batch_norm("3_bn"),
         ],
         name=name,
@@ -140,7 +140,7 @@ def build_resnet(
     factory = LayerFactory(conversion, padding="symmetric", bn_epsilon=1.001e-5)
     x = arguments.preprocess(image, normalization or "caffe", include_preprocessing)
     x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
-    x = keras.layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)
+    x = dynamic_layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)
     x = factory.batch_norm(x, "conv1_bn")
     x = keras.layers.ReLU(name="conv1_relu")(x)
     x = arguments.pyramid_level(x, 1)

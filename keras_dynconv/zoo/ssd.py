@@ -14,6 +14,7 @@ import dataclasses
 import keras
 
 from keras_dynconv.detection.anchors import AnchorConfig
+from keras_dynconv import layers as dynamic_layers
 from keras_dynconv.detection.detector import SSDDetector
 from keras_dynconv.layers import validation
 from keras_dynconv.zoo import arguments as application_arguments
@@ -76,11 +77,11 @@ def _predictions(feature_maps, boxes_per_position, classes):
     box_deltas, class_logits = [], []
     initializer = keras.initializers.RandomNormal(stddev=0.01)
     for index, (feature_map, boxes) in enumerate(zip(feature_maps, boxes_per_position)):
-        deltas = keras.layers.Conv2D(
+        deltas = dynamic_layers.Conv2D(
             boxes * 4, 1, kernel_initializer=initializer, name=f"box_predictor{index}"
         )(feature_map)
         box_deltas.append(keras.layers.Reshape((-1, 4), name=f"box_deltas{index}")(deltas))
-        logits = keras.layers.Conv2D(
+        logits = dynamic_layers.Conv2D(
             boxes * classes, 1, kernel_initializer=initializer,
             bias_initializer=keras.initializers.Constant(CLASS_PRIOR_BIAS),
             name=f"class_predictor{index}",

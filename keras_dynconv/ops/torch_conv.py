@@ -1,4 +1,4 @@
-"""Depthwise convolutions on torch without Keras' layout copies.
+"""Convolutions on torch without Keras' layout copies.
 
 `keras.ops.depthwise_conv` on torch copies its channels-last input to channels-first
 and then to torch's channels-last memory format; with the batch folded into the
@@ -7,19 +7,21 @@ one convolution. On this project's 2-core CPU that is 35 ms for a 5x5 layer of
 CondConv-EfficientNet-B0 at batch 32 against 12 ms for the static layer. A permuted
 view of a channels-last tensor already is torch's channels-last memory format, so
 this path calls `torch.nn.functional.conv2d` on views and copies twice: to fold the
-batch into the channels and back. The shared-kernel depthwise convolution of the zoo's
-static layers copies nothing. Equal to the generic paths (tests/test_ops.py).
+batch into the channels and back. The shared-kernel convolutions of the zoo's static
+layers (`conv`, `depthwise_conv`) copy nothing, where `keras.ops.conv` copies the
+activations three times per layer. Equal to the generic paths (tests/test_ops.py).
 """
 
 import keras
 
+from keras_dynconv.ops import portability
 from keras_dynconv.ops.taps import output_size_and_padding
 from keras_dynconv.ops.taps import pair
 
 
 def available(inputs):
-    """Whether the depthwise convolutions can take this path."""
-    return keras.backend.backend() == "torch"
+    """Whether the convolutions can take this path (torch, not exporting)."""
+    return keras.backend.backend() == "torch" and not portability.active()
 
 
 def _conv2d_on_views(nchw, weight, groups, strides, padding, dilation_rate):
@@ -50,6 +52,25 @@ def _conv2d_on_views(nchw, weight, groups, strides, padding, dilation_rate):
         dilation=dilation_rate,
         groups=groups,
     )
+
+
+def conv(inputs, kernel, strides, padding, dilation_rate):
+    """`keras.ops.conv` (2D, channels_last, kernel `[kh, kw, I, O]`) with no copy of
+    the activations."""
+    inputs, kernel = keras.ops.convert_to_tensor(inputs), keras.ops.convert_to_tensor(kernel)
+    groups = inputs.shape[-1] // kernel.shape[2]
+    if tuple(kernel.shape[:2]) == (1, 1) and pair(strides) != (1, 1):
+        # A 1x1 kernel reads every stride-th pixel and pads nothing ("same" included).
+        # Subsampled first, because torch 2.13's CPU weight gradient of a strided 1x1
+        # convolution of channels-last memory is wrong for some shapes (tests/test_ops.py;
+        # keras.ops.conv has the same error).
+        stride_h, stride_w = pair(strides)
+        inputs, strides = inputs[:, ::stride_h, ::stride_w, :], 1
+    outputs = _conv2d_on_views(
+        inputs.permute(0, 3, 1, 2), kernel.permute(3, 2, 0, 1), groups, strides, padding,
+        dilation_rate,
+    )
+    return outputs.permute(0, 2, 3, 1)
 
 
 def depthwise_conv(inputs, kernel, strides, padding, dilation_rate):

@@ -1,0 +1,31 @@
+"""`Conv2D`: Keras' layer, computed through `keras_dynconv.ops.conv`."""
+
+import keras
+
+from keras_dynconv.ops.convolution import conv
+
+
+@keras.saving.register_keras_serializable(package="keras_dynconv")
+class Conv2D(keras.layers.Conv2D):
+    """`keras.layers.Conv2D` with the aggregation core's torch fast path.
+
+    Same arguments, weights, configuration and results as Keras' layer (a subclass:
+    weight converters and `isinstance` checks treat it as one). On torch the
+    convolution runs on views of the channels-last input, where Keras copies the
+    activations three times per layer. The zoo's static convolutions are this class.
+
+    Example:
+    >>> layer = Conv2D(8, 3, padding="same")
+    >>> tuple(layer(keras.ops.ones((2, 8, 8, 4))).shape)
+    (2, 8, 8, 8)
+    """
+
+    def convolution_op(self, inputs, kernel):
+        return conv(
+            inputs,
+            kernel,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
+        )
