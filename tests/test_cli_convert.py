@@ -22,6 +22,7 @@ def _model_args(spec):
             "--model-arg", f"input_shape=[{height},{width},{channels}]"]
 
 
+@pytest.mark.orchestration
 def test_timm_safetensors_become_a_keras_file_with_timms_logits(tmp_path, capsys):
     from safetensors.numpy import save_file
 
@@ -41,6 +42,7 @@ def test_timm_safetensors_become_a_keras_file_with_timms_logits(tmp_path, capsys
     assert "pass --force" in capsys.readouterr().err
 
 
+@pytest.mark.orchestration
 def test_registered_weights_become_a_weights_file(tmp_path, lite0_keras_home, monkeypatch,
                                                   capsys):
     monkeypatch.setenv("KERAS_HOME", lite0_keras_home)

@@ -44,6 +44,7 @@ def test_labels_are_imagenets_in_label_order():
         decode_predictions(np.zeros((1, 10)))
 
 
+@pytest.mark.orchestration
 def test_predict_names_the_classes_of_real_photos(photos, lite0_keras_home, monkeypatch,
                                                   capsys):
     monkeypatch.setenv("KERAS_HOME", lite0_keras_home)
