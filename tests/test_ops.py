@@ -6,6 +6,7 @@ import pytest
 
 import reference
 from conftest import ATOL, BACKEND, RTOL, gradients, jit, to_numpy
+from keras_dynconv import layers
 from keras_dynconv import ops as dc
 from keras_dynconv.ops import taps
 from keras_dynconv.ops import torch_conv
@@ -233,22 +234,6 @@ def test_static_depthwise_conv_equals_keras_with_gradients(rng, case, multiplier
         np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
 
 
-def test_static_depthwise_layer_is_keras_layer_with_the_fast_path(rng):
-    from keras_dynconv import layers
-
-    ours = layers.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2,
-                                  use_bias=True, activation="relu")
-    reference_layer = keras.layers.DepthwiseConv2D.from_config(ours.get_config())
-    x = _random(rng, 2, 9, 9, 3)
-    ours.build(x.shape)
-    reference_layer.build(x.shape)
-    reference_layer.set_weights([_random(rng, *v.shape) for v in reference_layer.weights])
-    ours.set_weights(reference_layer.get_weights())
-    assert isinstance(ours, keras.layers.DepthwiseConv2D)
-    assert type(layers.DepthwiseConv2D.from_config(ours.get_config())) is layers.DepthwiseConv2D
-    np.testing.assert_allclose(to_numpy(ours(x)), to_numpy(reference_layer(x)), atol=ATOL, rtol=RTOL)
-
-
 @pytest.mark.parametrize("case", CONV_CASES + [UNEQUAL_STRIDES_CASE])
 @pytest.mark.parametrize("groups", [1, 2])
 def test_static_conv_equals_keras_with_gradients(rng, case, groups):
@@ -289,18 +274,23 @@ def test_static_conv_equals_keras_with_gradients(rng, case, groups):
     np.testing.assert_allclose(kernel_gradient, expected_kernel_gradient, atol=1e-3, rtol=1e-4)
 
 
-def test_static_conv_layer_is_keras_layer_with_the_fast_path(rng):
-    from keras_dynconv import layers
-
-    ours = layers.Conv2D(6, 3, strides=2, padding="same", use_bias=True, activation="relu")
-    reference_layer = keras.layers.Conv2D.from_config(ours.get_config())
+@pytest.mark.parametrize("make, keras_class", [
+    (lambda: layers.Conv2D(6, 3, strides=2, padding="same", use_bias=True, activation="relu"),
+     keras.layers.Conv2D),
+    (lambda: layers.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2,
+                                    use_bias=True, activation="relu"),
+     keras.layers.DepthwiseConv2D),
+], ids=["Conv2D", "DepthwiseConv2D"])
+def test_static_layers_are_keras_layers_with_the_fast_paths(rng, make, keras_class):
+    ours = make()
+    reference_layer = keras_class.from_config(ours.get_config())
     x = _random(rng, 2, 9, 9, 3)
     ours.build(x.shape)
     reference_layer.build(x.shape)
     reference_layer.set_weights([_random(rng, *v.shape) for v in reference_layer.weights])
     ours.set_weights(reference_layer.get_weights())
-    assert isinstance(ours, keras.layers.Conv2D)
-    assert type(layers.Conv2D.from_config(ours.get_config())) is layers.Conv2D
+    assert isinstance(ours, keras_class)
+    assert type(type(ours).from_config(ours.get_config())) is type(ours)
     np.testing.assert_allclose(to_numpy(ours(x)), to_numpy(reference_layer(x)), atol=ATOL, rtol=RTOL)
 
 

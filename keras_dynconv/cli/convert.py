@@ -12,7 +12,7 @@ import os
 import tarfile
 import tempfile
 
-from keras_dynconv.cli.train import _model_argument
+from keras_dynconv.cli.common import add_model_arg_flag
 
 EXAMPLES = """examples:
   keras-dynconv convert condconv_efficientnet_b0 cc_b0_8e.keras --weights imagenet-official \\
@@ -45,8 +45,7 @@ def add_parser(subparsers):
                         help="a timm state dict: .pth (torch.save) or .safetensors")
     source.add_argument("--from-tf-checkpoint", metavar="PATH",
                         help="an official TF checkpoint: prefix, folder, or .tar.gz")
-    parser.add_argument("--model-arg", action="append", type=_model_argument, default=[],
-                        metavar="KEY=VALUE", help="builder argument, e.g. num_experts=8 (repeatable)")
+    add_model_arg_flag(parser)
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     parser.set_defaults(run=run)
 

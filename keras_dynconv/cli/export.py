@@ -2,7 +2,7 @@
 
 import argparse
 
-from keras_dynconv.cli.train import _model_argument
+from keras_dynconv.cli.common import add_model_arg_flag
 
 EXAMPLES = """examples:
   KERAS_BACKEND=tensorflow keras-dynconv export condconv_efficientnet_b0 cc_b0.tflite \\
@@ -28,8 +28,7 @@ def add_parser(subparsers):
     parser.add_argument("output", help="a folder (SavedModel) or a .tflite, .onnx or .pt2 file")
     parser.add_argument("--weights", default=None,
                         help="registered weights name or a .weights.h5 file (default: none)")
-    parser.add_argument("--model-arg", action="append", type=_model_argument, default=[],
-                        metavar="KEY=VALUE", help="builder argument, e.g. num_experts=8 (repeatable)")
+    add_model_arg_flag(parser)
     parser.add_argument("--format", default=None,
                         choices=("tf_saved_model", "litert", "onnx", "torch"),
                         help="default: from OUTPUT")

@@ -10,7 +10,7 @@ import csv
 import os
 import sys
 
-from keras_dynconv.cli.train import _model_argument
+from keras_dynconv.cli.common import add_model_arg_flag
 
 MODEL_TABLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "zoo", "models.csv")
 
@@ -42,8 +42,7 @@ def add_parser(subparsers):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", help="zoo model name (see `keras-dynconv list`)")
-    parser.add_argument("--model-arg", action="append", type=_model_argument, default=[],
-                        metavar="KEY=VALUE", help="builder argument, e.g. num_experts=4 (repeatable)")
+    add_model_arg_flag(parser)
     parser.add_argument("--layers", action="store_true",
                         help="one line per dynamic layer (default: grouped by kind)")
     parser.set_defaults(run=run_info)

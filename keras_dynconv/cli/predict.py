@@ -4,7 +4,7 @@ import argparse
 import json
 import os
 
-from keras_dynconv.cli.train import _model_argument
+from keras_dynconv.cli.common import add_model_arg_flag
 
 EXAMPLES = """examples:
   keras-dynconv predict efficientnet_lite0 cat.jpg coffee.png
@@ -27,8 +27,7 @@ def add_parser(subparsers):
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
     parser.add_argument("--weights", default="imagenet",
                         help="registered weights name or a .weights.h5 file (default imagenet)")
-    parser.add_argument("--model-arg", action="append", type=_model_argument, default=[],
-                        metavar="KEY=VALUE", help="builder argument, e.g. num_experts=8 (repeatable)")
+    add_model_arg_flag(parser)
     parser.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -7,6 +7,8 @@ import json
 import os
 import time
 
+from keras_dynconv.cli.common import add_model_arg_flag
+
 TRAIN_EXAMPLES = """examples:
   keras-dynconv train --model condconv_efficientnet_b0 --dataset imagenet2012 \\
       --data-dir ~/tensorflow_datasets --batch-size 1024 --epochs 350 --output-dir runs/cc-b0
@@ -27,21 +29,9 @@ OFFLINE_IMAGE_SIZE = 32
 DEFAULT_IMAGE_SIZE = 224
 
 
-def _model_argument(text):
-    """`key=value` -> (key, value), the value read as JSON when it parses."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def _add_common_flags(parser):
     parser.add_argument("--model", required=True, help="zoo model name (see keras_dynconv.zoo.list_models())")
-    parser.add_argument("--model-arg", action="append", type=_model_argument, default=[],
-                        metavar="KEY=VALUE", help="extra builder argument, e.g. num_experts=4 (repeatable)")
+    add_model_arg_flag(parser, help="extra builder argument, e.g. num_experts=4 (repeatable)")
     parser.add_argument("--dataset", required=True,
                         help="digits or fashion_mnist (offline), or a TFDS dataset of "
                         "keras_dynconv.data.DATASETS (imagenet2012, cifar10, ...)")
