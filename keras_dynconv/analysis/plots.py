@@ -2,6 +2,8 @@
 
 import numpy as np
 
+BIMODAL_THRESHOLD = 5 / 9  # Sarle's coefficient of a uniform distribution
+
 
 def _pyplot():
     try:
@@ -53,6 +55,78 @@ def plot_class_routing(per_class, path, class_names=None, title=None):
         axis.set_ylabel("class")
         colorbar = figure.colorbar(image, ax=axis, fraction=0.08)
         colorbar.set_label("mean routing weight")
+    if title:
+        figure.suptitle(title, fontsize=11)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_routing_distribution(routing, path, bins=40, title=None):
+    """Histograms of routing weights, one panel per routing function (CondConv Fig. 4),
+    each titled with its bimodality coefficient and expert utilisation.
+
+    Args:
+        routing: `{panel title: [N, E] routing weights}`.
+        path: the PNG file to write.
+        bins: histogram bins over [0, 1] (wider if the weights leave it).
+        title: figure title.
+
+    Returns:
+        `path`.
+    """
+    from keras_dynconv.analysis.experts import bimodality_coefficient
+    from keras_dynconv.analysis.experts import expert_utilisation
+
+    plt = _pyplot()
+    panels = list(routing.items())
+    figure, axes = plt.subplots(1, len(panels), figsize=(0.6 + 4.6 * len(panels), 3.8),
+                                squeeze=False, constrained_layout=True)
+    for axis, (label, weights) in zip(axes[0], panels):
+        weights = np.asarray(weights, dtype=np.float64)
+        low, high = min(0.0, float(weights.min())), max(1.0, float(weights.max()))
+        axis.hist(weights.reshape(-1), bins=bins, range=(low, high), color="tab:blue")
+        utilisation = expert_utilisation(weights)
+        coefficient = bimodality_coefficient(weights)
+        modes = "two modes" if coefficient > BIMODAL_THRESHOLD else "one mode"
+        axis.set_title(
+            f"{label}\nbimodality coefficient {coefficient:.2f} ({modes}: 5/9 rule)\n"
+            f"expert shares of the weight {utilisation.min():.2f}-{utilisation.max():.2f}",
+            fontsize=9,
+        )
+        axis.set_xlabel("routing weight")
+        axis.set_ylabel("count (examples x experts)")
+    if title:
+        figure.suptitle(title, fontsize=11)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_expert_classes(expert_classes, path, title=None):
+    """Bar charts of the classes that weigh each expert most (CondConv Fig. 6).
+
+    Args:
+        expert_classes: the `ExpertClasses` list of `top_classes_per_expert`.
+        path: the PNG file to write.
+        title: figure title.
+
+    Returns:
+        `path`.
+    """
+    plt = _pyplot()
+    count = len(expert_classes)
+    rows = max(len(entry.classes) for entry in expert_classes)
+    figure, axes = plt.subplots(1, count, figsize=(0.8 + 3.0 * count, 1.2 + 0.3 * rows),
+                                squeeze=False, constrained_layout=True)
+    for axis, entry in zip(axes[0], expert_classes):
+        positions = np.arange(len(entry.classes))
+        axis.barh(positions, entry.mean_weights, color="tab:green")
+        axis.set_yticks(positions)
+        axis.set_yticklabels(entry.names, fontsize=8)
+        axis.invert_yaxis()  # the most weighted class on top
+        axis.set_title(f"expert {entry.expert}", fontsize=10)
+        axis.set_xlabel("mean routing weight")
     if title:
         figure.suptitle(title, fontsize=11)
     figure.savefig(path, dpi=120)
