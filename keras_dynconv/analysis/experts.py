@@ -54,6 +54,10 @@ def expert_utilisation(routing):
     """Share of the total routing weight each expert receives, `[E]`, summing to 1.
 
     Uniform use is `1 / E` each; an expert near 0 is (nearly) dead.
+
+    Example:
+    >>> expert_utilisation(np.array([[0.1, 0.3], [0.1, 0.5]])).round(2).tolist()
+    [0.2, 0.8]
     """
     routing = np.maximum(np.asarray(routing, dtype=np.float64), 0.0)
     totals = routing.sum(axis=0)
@@ -74,6 +78,11 @@ class ExpertClasses:
         mean_weights: their mean routing weight for this expert.
         exemplars: per class, the index into the dataset of the example with the
             highest routing weight (the image the paper shows).
+
+    Example:
+    >>> entry = top_classes_per_expert(np.array([[0.9], [0.2]]), np.array([3, 5]))[0]
+    >>> entry.classes, entry.exemplars
+    ((3, 5), (0, 1))
     """
 
     expert: int
@@ -95,6 +104,12 @@ def top_classes_per_expert(routing, labels, top=10, class_names=None, experts=No
 
     Returns:
         A list of `ExpertClasses`.
+
+    Example:
+    >>> routing = np.array([[0.9, 0.1], [0.8, 0.3], [0.2, 0.7]])
+    >>> [entry.names for entry in top_classes_per_expert(routing, np.array([0, 0, 1]), top=1,
+    ...                                                  class_names=["cat", "car"])]
+    [('cat',), ('car',)]
     """
     routing = np.asarray(routing, dtype=np.float64)
     labels = np.asarray(labels).reshape(-1).astype(np.int64)

@@ -45,6 +45,11 @@ def routing_outputs(model):
 
     A shared `Routing` layer is named after itself; the routing a dynamic layer
     computes for itself is named `"<layer>/routing"`.
+
+    Example:
+    >>> outputs = routing_outputs(zoo.condconv_mobilenet_v2(num_experts=4))
+    >>> list(outputs)[0], tuple(outputs[list(outputs)[0]].shape)
+    ('block11_routing', (None, 4))
     """
     if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
         raise ValueError(
@@ -144,6 +149,13 @@ def collect_routing(model, data, names=None, max_batches=None, batch_size=64):
         data: images `[N, H, W, C]`, an `(images, labels)` tuple, or a dataset of
             `(images, labels)` batches (labels one-hot or integer).
         max_batches: stop after this many batches.
+
+    Example:
+    >>> model = zoo.condconv_mobilenet_v1(alpha=0.25, num_experts=4, input_shape=(32, 32, 3))
+    >>> images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3))
+    >>> routing, labels = collect_routing(model, (images, np.arange(8) % 2))
+    >>> routing["block6_routing"].shape, labels.tolist()[:4]  # doctest: +SKIP
+    ((8, 4), [0, 1, 0, 1])
     """
     if getattr(model, "is_routing_model", False):
         probe = model
@@ -183,6 +195,18 @@ def routing_entropy(routing):
     Routing weights are normalised to sum to one per example (sigmoid routing
     need not), and the entropy is divided by log(E): 1 means every expert weighs
     the same, 0 that one expert takes everything.
+
+    Example:
+    >>> means = per_class_mean_routing(np.array([[0.2, 0.8], [0.4, 0.6], [1.0, 0.0]]),
+    ...                                np.array([0, 0, 1]))
+    >>> means.shape, [round(float(value), 2) for value in means[0]]
+    ((2, 2), [0.3, 0.7])
+
+    Example:
+    >>> routing_entropy(np.array([[0.5, 0.5], [0.5, 0.5]]))
+    1.0
+    >>> routing_entropy(np.array([[1.0, 0.0]]))
+    0.0
     """
     routing = np.maximum(np.asarray(routing, dtype=np.float64), 0.0)
     num_experts = routing.shape[1]
@@ -195,7 +219,13 @@ def routing_entropy(routing):
 
 
 def routing_statistics(routing):
-    """`{name: {"mean": [E] mean weight per expert, "std": [E], "entropy": float}}`."""
+    """`{name: {"mean": [E] mean weight per expert, "std": [E], "entropy": float}}`.
+
+    Example:
+    >>> stats = routing_statistics({"block8_routing": np.array([[0.2, 0.8], [0.4, 0.6]])})
+    >>> np.round(stats["block8_routing"]["mean"], 2).tolist()
+    [0.3, 0.7]
+    """
     return {
         name: {
             "mean": weights.mean(axis=0).tolist(),

@@ -122,6 +122,12 @@ def per_example_conv(
     TensorFlow with `jit_compile`) they are one einsum per kernel tap instead
     (`keras_dynconv.ops.taps`: XLA's grouped convolutions are slow on CPUs and their
     gradient does not fit in memory).
+
+    Example:
+    >>> x = keras.ops.ones((2, 8, 8, 3))
+    >>> kernels = keras.ops.ones((2, 3, 3, 3, 5))  # one [3, 3, 3, 5] kernel per example
+    >>> tuple(per_example_conv(x, kernels, padding="same").shape)
+    (2, 8, 8, 5)
     """
     _check_channels_last(data_format)
     kernel_h, kernel_w, _, out_channels = kernels.shape[1:]
@@ -158,6 +164,12 @@ def per_example_depthwise_conv(
         batch folded into channels; under XLA a sum over kernel taps (see
         `per_example_conv`), on torch the same convolution on views of the input
         (`keras_dynconv.ops.torch_conv`: two copies instead of five).
+
+    Example:
+    >>> x = keras.ops.ones((2, 8, 8, 3))
+    >>> tuple(per_example_depthwise_conv(x, keras.ops.ones((2, 5, 5, 3, 1)), strides=2,
+    ...                                  padding="same").shape)
+    (2, 4, 4, 3)
     """
     _check_channels_last(data_format)
     if taps.use_taps(inputs):
@@ -201,6 +213,10 @@ def per_example_dense(inputs, kernels):
 
     Returns:
         `[B, ..., O]`.
+
+    Example:
+    >>> tuple(per_example_dense(keras.ops.ones((2, 7, 4)), keras.ops.ones((2, 4, 6))).shape)
+    (2, 7, 6)
     """
     outputs = ops.einsum("bni,bio->bno", _flatten_inner_axes(inputs), kernels)
     return _restore_inner_axes(outputs, inputs)
@@ -224,6 +240,11 @@ def mixture_conv(
 
     Returns:
         `[B, H', W', Cout]`: `sum_e routing_weights[:, e] * conv(inputs, experts[e])`.
+
+    Example:
+    >>> experts, routing = keras.ops.ones((4, 3, 3, 3, 5)), keras.ops.ones((2, 4))
+    >>> tuple(mixture_conv(keras.ops.ones((2, 8, 8, 3)), experts, routing).shape)
+    (2, 6, 6, 5)
     """
     _check_channels_last(data_format)
     num_experts, out_channels = experts.shape[0], experts.shape[-1]
@@ -258,6 +279,12 @@ def mixture_depthwise_conv(
     (`keras_dynconv.ops.taps`): the same linear map without forming E outputs, since
     XLA's depthwise convolution with `E * depth_multiplier` outputs per channel is
     slow on CPUs (a CondConv-EfficientNet-B0 training step took 70x longer).
+
+    Example:
+    >>> experts, routing = keras.ops.ones((4, 3, 3, 3, 2)), keras.ops.ones((2, 4))
+    >>> x = keras.ops.ones((2, 8, 8, 3))
+    >>> tuple(mixture_depthwise_conv(x, experts, routing, padding="same").shape)
+    (2, 8, 8, 6)
     """
     _check_channels_last(data_format)
     if taps.use_taps(inputs):
@@ -288,6 +315,11 @@ def mixture_dense(inputs, experts, routing_weights):
 
     Returns:
         `[B, ..., O]`.
+
+    Example:
+    >>> experts, routing = keras.ops.ones((4, 5, 6)), keras.ops.ones((2, 4))
+    >>> tuple(mixture_dense(keras.ops.ones((2, 5)), experts, routing).shape)
+    (2, 6)
     """
     outputs = ops.einsum(
         "bni,eio,be->bno", _flatten_inner_axes(inputs), experts, routing_weights

@@ -35,6 +35,18 @@ _MODELS = {}
 TASKS = ("classification", "detection")
 
 
+def _example(name, task):
+    """The usage example every variant's docstring ends with."""
+    output = "class probabilities" if task == "classification" else "predict(): boxes, scores"
+    lines = ["Example:", f">>> model = zoo.{name}()  # raw [0, 255] RGB in; {output}"]
+    if task == "classification":
+        lines.append(f">>> backbone = zoo.{name}(include_top=False, pooling=\"avg\", "
+                     "input_shape=(160, 160, 3))")
+        lines.append(f">>> model = zoo.{name}(classes=10, input_shape=(64, 64, 3))")
+    lines.append(f"`keras-dynconv info {name}` lists its dynamic layers and weights.")
+    return "\n".join(lines) + "\n"
+
+
 def variant(
     builder, name, family, description, default_size=224, paper=(), fixed=None,
     defaults=None, task="classification",
@@ -73,7 +85,7 @@ def variant(
     build.__signature__ = signature.replace(parameters=list(parameters.values()))
     build.__name__ = build.__qualname__ = name
     build.__module__ = builder.__module__
-    build.__doc__ = f"{description}\n\nArguments: see `{builder.__name__}`.\n"
+    build.__doc__ = f"{description}\n\nArguments: see `{builder.__name__}`.\n\n" + _example(name, task)
     if name in _MODELS:
         raise ValueError(f"Model {name!r} is registered twice")
     _MODELS[name] = ModelEntry(

@@ -1,0 +1,39 @@
+"""The examples in docstrings run and print what they say (doctest).
+
+Modules whose examples are self-contained; zoo builders' examples (which build whole
+networks) and ones marked `+SKIP` (downloads, files) are not executed here.
+"""
+
+import doctest
+import importlib
+
+import keras
+import numpy as np
+import pytest
+
+from keras_dynconv import zoo
+
+MODULES = [
+    "keras_dynconv.ops.aggregation",
+    "keras_dynconv.ops.convolution",
+    "keras_dynconv.ops.depthwise",
+    "keras_dynconv.layers.strategy",
+    "keras_dynconv.layers.conv2d",
+    "keras_dynconv.layers.depthwise_conv",
+    "keras_dynconv.layers.routing",
+    "keras_dynconv.layers.mod_block",
+    "keras_dynconv.data.imagenet_labels",
+    "keras_dynconv.analysis.experts",
+    "keras_dynconv.analysis.routing",
+    "keras_dynconv.utils.summary",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    module = importlib.import_module(name)
+    globs = {**vars(module), "keras": keras, "np": np, "zoo": zoo}
+    result = doctest.testmod(module, globs=globs, optionflags=doctest.ELLIPSIS,
+                             raise_on_error=False, verbose=False)
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
