@@ -171,3 +171,5 @@ class RoutingStatistics(keras.callbacks.Callback):
         if self.path:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+__all__ = ["RoutingStatistics", "RoutingTemperatureScheduler", "SparsityScheduler"]

@@ -51,6 +51,10 @@ class ExportResult:
         max_abs_difference: max |artefact - Keras| over the check batch (None when
             `check=False`).
         batch_shape: the shape of the check batch.
+
+    Example:
+    >>> ExportResult("model.onnx", "onnx", 3e-7, (2, 224, 224, 3)).format
+    'onnx'
     """
 
     path: str
@@ -60,7 +64,12 @@ class ExportResult:
 
 
 def format_for_path(path):
-    """The export format a path asks for: by suffix, a folder is a SavedModel."""
+    """The export format a path asks for: by suffix, a folder is a SavedModel.
+
+    Example:
+    >>> format_for_path("cc_b0.tflite"), format_for_path("exported/cc_b0")
+    ('litert', 'tf_saved_model')
+    """
     for suffix, name in SUFFIXES.items():
         if str(path).endswith(suffix):
             return name
@@ -138,7 +147,11 @@ RUNNERS = {"tf_saved_model": _run_saved_model, "litert": _run_litert, "onnx": _r
 
 def run_exported(path, images, format=None):
     """Outputs of the exported artefact at `path` on `images` (NumPy), with the
-    format's own runtime."""
+    format's own runtime.
+
+    Example:
+    >>> logits = run_exported("cc_b0.onnx", np.zeros((1, 224, 224, 3)))  # doctest: +SKIP
+    """
     format = format or format_for_path(path)
     return RUNNERS[format](str(path), np.ascontiguousarray(images, dtype="float32"))
 

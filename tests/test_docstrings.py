@@ -26,6 +26,8 @@ MODULES = [
     "keras_dynconv.analysis.experts",
     "keras_dynconv.analysis.routing",
     "keras_dynconv.utils.summary",
+    "keras_dynconv.utils.profiler",
+    "keras_dynconv.export",
 ]
 
 

@@ -31,6 +31,13 @@ from keras_dynconv.layers.sparse_dynamic_conv import SparseMaskMixin
 
 @dataclasses.dataclass(frozen=True)
 class ParamCount:
+    """Parameter counts of a model.
+
+    Example:
+    >>> ParamCount(trainable=10, non_trainable=2).total
+    12
+    """
+
     trainable: int
     non_trainable: int
 
@@ -44,6 +51,10 @@ def count_params(model):
 
     Non-trainable weights include batch-norm statistics and the dynamic layers'
     schedule variables (routing temperature, sparse target density).
+
+    Example:
+    >>> count_params(zoo.condconv_efficientnet_b0(num_experts=8)).trainable
+    24013284
     """
 
     def size(weights):
@@ -53,12 +64,23 @@ def count_params(model):
 
 
 def count_madds(model, sparse=True):
-    """Multiply-adds per image of `model` at inference (see the module docstring)."""
+    """Multiply-adds per image of `model` at inference (see the module docstring).
+
+    Example:
+    >>> round(count_madds(zoo.condconv_mobilenet_v1(alpha=0.25, num_experts=32)) / 1e6, 1)
+    55.6
+    """
     return sum(madds_by_layer(model, sparse=sparse).values())
 
 
 def madds_by_layer(model, sparse=True):
-    """`{layer path: multiply-adds per image}` for every layer that costs any."""
+    """`{layer path: multiply-adds per image}` for every layer that costs any.
+
+    Example:
+    >>> costs = madds_by_layer(zoo.mobilenet_v1(alpha=0.25))
+    >>> max(costs, key=costs.get)  # doctest: +SKIP
+    'conv_pw_13'
+    """
     costs = {}
     _collect(model, "", costs, sparse)
     return costs
