@@ -28,6 +28,8 @@ MODULES = [
     "keras_dynconv.utils.summary",
     "keras_dynconv.utils.profiler",
     "keras_dynconv.export",
+    "keras_dynconv.zoo.features",
+    "keras_dynconv.zoo.registry",
 ]
 
 

@@ -12,6 +12,12 @@ def pyramid_outputs(model):
 
     Every zoo builder marks these with identity layers named `P{level}`, so this
     works on freshly built and on reloaded models alike.
+
+    Example:
+    >>> outputs = pyramid_outputs(zoo.mobilenet_v1(alpha=0.25, include_top=False,
+    ...                                            input_shape=(224, 224, 3)))
+    >>> list(outputs), tuple(outputs["P5"].shape)
+    (['P1', 'P2', 'P3', 'P4', 'P5'], (None, 7, 7, 256))
     """
     levels = {}
     for layer in model.layers:
@@ -32,6 +38,12 @@ def feature_extractor(model, levels=None):
     Args:
         model: a zoo model (with or without its classification top).
         levels: names such as `("P3", "P4", "P5")`; all levels when None.
+
+    Example:
+    >>> model = zoo.condconv_mobilenet_v2(include_top=False, input_shape=(224, 224, 3))
+    >>> backbone = feature_extractor(model, ("P4", "P5"))
+    >>> [tuple(tensor.shape) for tensor in backbone.outputs]
+    [(None, 14, 14, 96), (None, 7, 7, 1280)]
     """
     outputs = pyramid_outputs(model)
     if levels is not None:

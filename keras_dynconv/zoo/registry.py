@@ -101,7 +101,12 @@ def variant(
 
 
 def list_models(family=None, task=None):
-    """Names of the registered models (of one `family` and `task` if given), sorted."""
+    """Names of the registered models (of one `family` and `task` if given), sorted.
+
+    Example:
+    >>> list_models(task="detection")
+    ['condconv_ssd300_mobilenet_v1', 'ssd300_mobilenet_v1']
+    """
     return sorted(
         n for n, e in _MODELS.items()
         if family in (None, e.family) and task in (None, e.task)
@@ -109,6 +114,12 @@ def list_models(family=None, task=None):
 
 
 def model_entry(name):
+    """The registry's `ModelEntry` of `name` (builder, family, input size, paper figures).
+
+    Example:
+    >>> model_entry("resnet75_mod").family
+    'resnet'
+    """
     if name not in _MODELS:
         raise ValueError(
             f"Unknown model {name!r}. Expected one of {list_models()}"
@@ -117,5 +128,11 @@ def model_entry(name):
 
 
 def get_model(name, **kwargs):
-    """Builds the registered model `name` with builder arguments `kwargs`."""
+    """Builds the registered model `name` with builder arguments `kwargs`.
+
+    Example:
+    >>> model = get_model("resnet75_mod", classes=10, input_shape=(64, 64, 3))
+    >>> model.output_shape
+    (None, 10)
+    """
     return model_entry(name).builder(**kwargs)
