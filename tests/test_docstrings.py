@@ -30,6 +30,8 @@ MODULES = [
     "keras_dynconv.export",
     "keras_dynconv.zoo.features",
     "keras_dynconv.zoo.registry",
+    "keras_dynconv.weights.registry",
+    "keras_dynconv.weights.upcycling",
 ]
 
 

