@@ -28,7 +28,17 @@ TIMEOUT_ENVIRONMENT_VARIABLE = "KERAS_DYNCONV_DOWNLOAD_TIMEOUT"
 
 
 class WeightsDownloadError(OSError):
-    """No source of a weights file could be reached or passed verification."""
+    """No source of a weights file could be reached or passed verification.
+
+    The message names every URL tried, why each failed, and where to put the file
+    by hand.
+
+    Example:
+    >>> try:  # doctest: +SKIP
+    ...     zoo.efficientnet_b0(weights="imagenet-keras")  # offline
+    ... except WeightsDownloadError as error:
+    ...     print(error)
+    """
 
 
 def keras_home():

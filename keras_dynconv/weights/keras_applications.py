@@ -533,6 +533,11 @@ def copy_keras_applications_weights(source, model):
             layer or variable and our layer that do not fit; or when the source
             normalises its inputs differently than our `ImageNormalization` layer
             (see the module docstring). The model is left unchanged.
+
+    Example:
+    >>> source = keras.applications.MobileNetV2(weights="imagenet")  # doctest: +SKIP
+    >>> model = zoo.mobilenet_v2()
+    >>> copy_keras_applications_weights(source, model)  # doctest: +SKIP
     """
     source_layers = _source_layers(source)
     layers = [layer for layer in model.layers if layer.weights]

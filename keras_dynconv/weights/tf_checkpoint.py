@@ -524,6 +524,10 @@ def load_tf_checkpoint(model, path, prefer_ema=True):
             a variable the model needs is missing or has another shape, or a model
             variable of the checkpoint has no counterpart in `model` (the message
             names it). The model is left unchanged.
+
+    Example:
+    >>> model = zoo.condconv_efficientnet_b0(num_experts=8)
+    >>> read = load_tf_checkpoint(model, "efficientnet-condconv-b0-8e/")  # doctest: +SKIP
     """
     tf = _import_tensorflow()
     prefix = _resolve_prefix(path, tf)

@@ -359,6 +359,11 @@ def load_timm_state_dict(model, state_dict):
             or a tensor whose name or shape does not fit the Keras layer at the same
             position); the message names the first tensor (or layer) that does not
             fit. The model is left unchanged.
+
+    Example:
+    >>> from safetensors.numpy import load_file  # doctest: +SKIP
+    >>> model = zoo.condconv_efficientnet_b0(num_experts=8, classifier_activation=None)
+    >>> load_timm_state_dict(model, load_file("tf_efficientnet_cc_b0_8e.safetensors"))  # doctest: +SKIP
     """
     modules = _timm_modules(state_dict)
     layers = _weighted_layers(model)

@@ -238,6 +238,11 @@ def read_torch_state_dict(path):
     Raises:
         ValueError: the file is not a PyTorch checkpoint, or is truncated/corrupt.
         pickle.UnpicklingError: the file needs objects other than tensors.
+
+    Example:
+    >>> state_dict = read_torch_state_dict("efficientnet-lite0-57934424.pth")  # doctest: +SKIP
+    >>> state_dict["_conv_stem.weight"].shape  # doctest: +SKIP
+    (32, 3, 3, 3)
     """
     path = os.fspath(path)
     if zipfile.is_zipfile(path):
