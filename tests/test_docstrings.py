@@ -32,6 +32,8 @@ MODULES = [
     "keras_dynconv.zoo.registry",
     "keras_dynconv.weights.registry",
     "keras_dynconv.weights.upcycling",
+    "keras_dynconv.detection.losses",
+    "keras_dynconv.detection.targets",
 ]
 
 

@@ -14,13 +14,24 @@ CLASSIFICATION_LOSSES = ("focal", "sigmoid")
 
 
 def smooth_l1(predictions, targets, delta=1.0):
-    """Huber loss per element: `0.5 x^2 / delta` for |x| < delta, `|x| - 0.5 delta` else."""
+    """Huber loss per element: `0.5 x^2 / delta` for |x| < delta, `|x| - 0.5 delta` else.
+
+    Example:
+    >>> keras.ops.convert_to_numpy(smooth_l1(np.array([0.5, 3.0]), np.zeros(2))).tolist()
+    [0.125, 2.5]
+    """
     error = ops.abs(as_float32(predictions) - as_float32(targets))
     return ops.where(error < delta, 0.5 * ops.square(error) / delta, error - 0.5 * delta)
 
 
 def sigmoid_cross_entropy(logits, targets):
-    """`-z log(sigmoid(x)) - (1 - z) log(1 - sigmoid(x))`, stable for large |x|."""
+    """`-z log(sigmoid(x)) - (1 - z) log(1 - sigmoid(x))`, stable for large |x|.
+
+    Example:
+    >>> loss = sigmoid_cross_entropy(np.array([0.0, 10.0]), np.array([1.0, 1.0]))
+    >>> [round(float(value), 4) for value in keras.ops.convert_to_numpy(loss)]
+    [0.6931, 0.0]
+    """
     logits, targets = as_float32(logits), as_float32(targets)
     return ops.maximum(logits, 0.0) - logits * targets + ops.log1p(ops.exp(-ops.abs(logits)))
 

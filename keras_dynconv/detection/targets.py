@@ -32,7 +32,15 @@ def encode_boxes(boxes, anchors, variance=BOX_VARIANCE):
 
 
 def decode_boxes(deltas, anchors, variance=BOX_VARIANCE):
-    """Inverse of `encode_boxes`: yxyx boxes from `[..., N, 4]` deltas."""
+    """Inverse of `encode_boxes`: yxyx boxes from `[..., N, 4]` deltas.
+
+    Example:
+    >>> anchors = np.array([[0.5, 0.5, 0.2, 0.2]])  # center y, x, height, width
+    >>> boxes = np.array([[0.35, 0.4, 0.6, 0.65]])
+    >>> decoded = decode_boxes(encode_boxes(boxes, anchors), anchors)
+    >>> bool(np.allclose(keras.ops.convert_to_numpy(decoded), boxes, atol=1e-6))
+    True
+    """
     return bounding_boxes.decode_deltas_to_boxes(
         as_float32(anchors), as_float32(deltas), anchor_format="center_yxhw", box_format="yxyx",
         encoded_format="center_yxhw", variance=variance,
@@ -50,6 +58,12 @@ def pairwise_iou(boxes1, boxes2):
     """IoU of every box in `boxes1` `[..., N, 4]` with every one in `boxes2` `[..., M, 4]`.
 
     Leading dimensions broadcast; returns `[..., N, M]`. Pairs with no area give 0.
+
+    Example:
+    >>> iou = pairwise_iou(np.array([[0.0, 0.0, 1.0, 1.0]]),
+    ...                    np.array([[0.0, 0.0, 1.0, 1.0], [0.0, 0.5, 1.0, 1.5]]))
+    >>> [round(float(value), 3) for value in keras.ops.convert_to_numpy(iou)[0]]
+    [1.0, 0.333]
     """
     first = ops.expand_dims(boxes1, -2)
     second = ops.expand_dims(boxes2, -3)
