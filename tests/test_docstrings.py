@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from keras_dynconv import zoo
+from keras_dynconv.training import get_recipe
 
 MODULES = [
     "keras_dynconv.ops.aggregation",
@@ -34,13 +35,17 @@ MODULES = [
     "keras_dynconv.weights.upcycling",
     "keras_dynconv.detection.losses",
     "keras_dynconv.detection.targets",
+    "keras_dynconv.training.compile",
+    "keras_dynconv.training.optimizers",
+    "keras_dynconv.training.recipes",
+    "keras_dynconv.training.schedules",
 ]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name):
     module = importlib.import_module(name)
-    globs = {**vars(module), "keras": keras, "np": np, "zoo": zoo}
+    globs = {**vars(module), "keras": keras, "np": np, "zoo": zoo, "get_recipe": get_recipe}
     result = doctest.testmod(module, globs=globs, optionflags=doctest.ELLIPSIS,
                              raise_on_error=False, verbose=False)
     assert result.attempted > 0, f"{name} has no examples"

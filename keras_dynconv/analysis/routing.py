@@ -178,7 +178,14 @@ def collect_routing(model, data, names=None, max_batches=None, batch_size=64):
 
 def per_class_mean_routing(routing, labels, num_classes=None):
     """`[num_classes, E]` mean routing weight per class (paper Fig. 3); NaN rows
-    for classes that do not occur."""
+    for classes that do not occur.
+
+    Example:
+    >>> means = per_class_mean_routing(np.array([[0.2, 0.8], [0.4, 0.6], [1.0, 0.0]]),
+    ...                                np.array([0, 0, 1]))
+    >>> means.shape, [round(float(value), 2) for value in means[0]]
+    ((2, 2), [0.3, 0.7])
+    """
     labels = np.asarray(labels)
     num_classes = num_classes or int(labels.max()) + 1
     means = np.full((num_classes, routing.shape[1]), np.nan, dtype=np.float32)
@@ -195,12 +202,6 @@ def routing_entropy(routing):
     Routing weights are normalised to sum to one per example (sigmoid routing
     need not), and the entropy is divided by log(E): 1 means every expert weighs
     the same, 0 that one expert takes everything.
-
-    Example:
-    >>> means = per_class_mean_routing(np.array([[0.2, 0.8], [0.4, 0.6], [1.0, 0.0]]),
-    ...                                np.array([0, 0, 1]))
-    >>> means.shape, [round(float(value), 2) for value in means[0]]
-    ((2, 2), [0.3, 0.7])
 
     Example:
     >>> routing_entropy(np.array([[0.5, 0.5], [0.5, 0.5]]))

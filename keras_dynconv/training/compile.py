@@ -27,7 +27,14 @@ def outputs_probabilities(model):
 
 
 def classification_loss_and_metrics(model, label_format="one_hot", label_smoothing=0.0):
-    """Cross-entropy (from logits or probabilities, as the model ends) and accuracies."""
+    """Cross-entropy (from logits or probabilities, as the model ends) and accuracies.
+
+    Example:
+    >>> model = zoo.mobilenet_v1(alpha=0.25, classes=10, input_shape=(32, 32, 3))
+    >>> loss, metrics = classification_loss_and_metrics(model, label_smoothing=0.1)
+    >>> type(loss).__name__, [metric.name for metric in metrics]
+    ('CategoricalCrossentropy', ['accuracy', 'top5'])
+    """
     if label_format not in LABEL_FORMATS:
         raise ValueError(
             f"Invalid value for argument `label_format`. Expected one of "
@@ -92,7 +99,7 @@ def compile_with_recipe(
     >>> model = zoo.condconv_efficientnet_b0(classes=10, input_shape=(64, 64, 3))
     >>> recipe = compile_with_recipe(model, "condconv_efficientnet",
     ...                              steps_per_epoch=100, epochs=5, global_batch_size=64)
-    >>> model.fit(train_ds, epochs=5, callbacks=recipe_callbacks(recipe, epochs=5))
+    >>> model.fit(train_ds, epochs=5, callbacks=recipe_callbacks(recipe, epochs=5))  # doctest: +SKIP
     """
     recipe = get_recipe(recipe)
     epochs = epochs or recipe.epochs
@@ -125,6 +132,10 @@ def recipe_callbacks(recipe, epochs=None):
     With EMA, `keras.callbacks.SwapEMAWeights(swap_on_epoch=True)` makes validation
     and any `ModelCheckpoint` placed after it use the averaged weights, and Keras
     writes the averaged weights into the model when `fit` ends.
+
+    Example:
+    >>> callbacks = recipe_callbacks("dynamic", epochs=10)  # temperature 30 -> 1
+    >>> model.fit(train, epochs=10, callbacks=callbacks)  # doctest: +SKIP
     """
     recipe = get_recipe(recipe)
     epochs = epochs or recipe.epochs
@@ -151,7 +162,7 @@ def ema_weights(model):
     training weights come back when the block ends.
 
     Example:
-    >>> with ema_weights(model):
+    >>> with ema_weights(model):  # doctest: +SKIP
     ...     model.save("ema.keras")
     """
     swap = keras.callbacks.SwapEMAWeights()

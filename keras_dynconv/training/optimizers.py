@@ -40,7 +40,13 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def is_routing_variable(variable):
-    """Whether `variable` belongs to a routing function (`Routing` layers)."""
+    """Whether `variable` belongs to a routing function (`Routing` layers).
+
+    Example:
+    >>> model = zoo.condconv_mobilenet_v1(alpha=0.25, num_experts=2, input_shape=(32, 32, 3))
+    >>> sum(is_routing_variable(v) for v in model.trainable_variables) > 0
+    True
+    """
     return any(part.endswith("routing") for part in variable.path.split("/")[:-1])
 
 
@@ -50,6 +56,10 @@ class RoutingOptimizerSelector:
 
     The callable `keras.optimizers.MultiOptimizer` takes, made serializable so a
     model compiled with it still saves to `.keras`.
+
+    Example:
+    >>> selector = RoutingOptimizerSelector(keras.optimizers.AdamW(1e-3),
+    ...                                     keras.optimizers.AdamW(1e-4))  # doctest: +SKIP
     """
 
     def __init__(self, optimizer, routing_optimizer):
@@ -147,6 +157,9 @@ def build_optimizer(recipe, learning_rate):
     depends on the common scale of the routing weights, yet Adam-like optimizers
     take full-size steps on that scale; upcycled models then saturate their
     routing within a few steps (measured in `keras_dynconv.demo`).
+
+    Example:
+    >>> optimizer = build_optimizer(get_recipe("fine_tune"), learning_rate=1e-3)
     """
     multiplier = recipe.routing_learning_rate_multiplier
     optimizer = _single_optimizer(recipe, learning_rate)

@@ -45,6 +45,11 @@ class Recipe:
             temperature of dynamic convolutions, or `None`.
         final_density, pruning_phases: SD-Conv's target density schedule, or `None`.
         source: where the numbers come from.
+
+    Example:
+    >>> recipe = get_recipe("condconv_efficientnet_b0")
+    >>> recipe.name, recipe.scaled_learning_rate(4096) > recipe.scaled_learning_rate(256)
+    ('condconv_efficientnet', True)
     """
 
     name: str

@@ -57,6 +57,12 @@ def learning_rate_schedule(recipe, steps_per_epoch, epochs, global_batch_size):
 
     The peak follows the linear scaling rule (`recipe.scaled_learning_rate`); the
     warmup is capped at half the run so that short fine-tuning runs still decay.
+
+    Example:
+    >>> schedule = learning_rate_schedule(get_recipe("fine_tune"), steps_per_epoch=100,
+    ...                                   epochs=3, global_batch_size=64)
+    >>> float(schedule(0)) < float(schedule(30))  # warming up
+    True
     """
     peak = recipe.scaled_learning_rate(global_batch_size)
     total_steps = max(int(steps_per_epoch * epochs), 1)
