@@ -75,6 +75,12 @@ def set_trainable(model, backbone, freeze_batch_norm=True):
         backbone: whether the backbone trains.
         freeze_batch_norm: keep BatchNormalization frozen even when the backbone
             trains.
+
+    Example:
+    >>> model = with_new_classifier(zoo.mobilenet_v1(alpha=0.25, input_shape=(32, 32, 3)), 10)
+    >>> set_trainable(model, backbone=False)  # linear probe: only the new head trains
+    >>> len(model.trainable_weights)
+    2
     """
     model.trainable = True
     for layer in model.layers:
@@ -176,7 +182,7 @@ def fine_tune(
 
     Example:
     >>> model = zoo.condconv_efficientnet_lite0(weights="imagenet-upcycled")
-    >>> history = fine_tune(model, train_ds, val_ds, classes=10, epochs=6)
+    >>> history = fine_tune(model, train_ds, val_ds, classes=10, epochs=6)  # doctest: +SKIP
     """
     if mode not in MODES:
         raise ValueError(
@@ -259,3 +265,6 @@ def fine_tune(
     history = _merge(histories, finished)  # empty if every stage had finished before
     history.set_model(model)
     return history
+
+
+__all__ = ["fine_tune", "set_trainable", "with_new_classifier"]

@@ -39,6 +39,9 @@ MODULES = [
     "keras_dynconv.training.optimizers",
     "keras_dynconv.training.recipes",
     "keras_dynconv.training.schedules",
+    "keras_dynconv.detection.anchors",
+    "keras_dynconv.data.catalog",
+    "keras_dynconv.transfer",
 ]
 
 

@@ -77,6 +77,11 @@ class DatasetInfo:
         num_classes: number of classes (width of one-hot labels).
         num_train: training examples, `None` if unknown.
         num_eval: evaluation examples, `None` if unknown (also `num_test`).
+
+    Example:
+    >>> info = DatasetInfo("digits", num_classes=10, num_train=1437, num_eval=360)
+    >>> info.num_test
+    360
     """
 
     name: str

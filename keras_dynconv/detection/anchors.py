@@ -30,6 +30,10 @@ class AnchorConfig:
             at the geometric mean of the map's scale and the next one's (0: none).
         reduce_boxes_in_lowest_layer: the first map gets only 3 boxes, (0.1, 1:1),
             (min_scale, 2:1) and (min_scale, 1:2), as MobileNet-SSD does.
+
+    Example:
+    >>> [len(specs) for specs in AnchorConfig().box_specs(6)]  # boxes per position
+    [3, 6, 6, 6, 6, 6]
     """
 
     min_scale: float = 0.2

@@ -38,7 +38,13 @@ def sigmoid_cross_entropy(logits, targets):
 
 def sigmoid_focal_loss(logits, targets, alpha=0.75, gamma=2.0):
     """Focal loss (Lin et al., 2017) per element, as the reference's
-    SigmoidFocalClassificationLoss: `(1 - p_t)^gamma * alpha_t * CE`."""
+    SigmoidFocalClassificationLoss: `(1 - p_t)^gamma * alpha_t * CE`.
+
+    Example:
+    >>> loss = sigmoid_focal_loss(np.array([0.0]), np.array([1.0]))  # 0.75 * 0.5**2 * log 2
+    >>> round(float(keras.ops.convert_to_numpy(loss)[0]), 3)
+    0.13
+    """
     logits, targets = as_float32(logits), as_float32(targets)
     probabilities = ops.sigmoid(logits)
     p_t = targets * probabilities + (1 - targets) * (1 - probabilities)
@@ -90,6 +96,9 @@ def ssd_loss(
         hard_negative_ratio: None (every anchor counts) or the negatives kept per
             positive, e.g. 3 as in SSD.
         localization_weight, classification_weight: weights of the two terms.
+
+    Example:
+    >>> loss = ssd_loss(box_deltas, class_logits, box_targets, class_targets)  # doctest: +SKIP
     """
     box_deltas, class_logits = as_float32(box_deltas), as_float32(class_logits)
     box_targets, class_targets = as_float32(box_targets), as_float32(class_targets)

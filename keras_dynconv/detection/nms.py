@@ -63,6 +63,10 @@ def multiclass_non_max_suppression(
         A dict: `"boxes"` `[B, max_detections, 4]` yxyx, `"classes"` int32 and
         `"scores"` `[B, max_detections]` sorted by score, and `"num_detections"`
         int32 `[B]`. Rows past `num_detections` have box 0, class -1 and score 0.
+
+    Example:
+    >>> detections = multiclass_non_max_suppression(boxes, scores, iou_threshold=0.6,
+    ...                                             max_detections=100)  # doctest: +SKIP
     """
     num_boxes, num_classes = boxes.shape[1], scores.shape[2]
     top_k = min(pre_nms_top_k, num_boxes)

@@ -24,6 +24,11 @@ def encode_boxes(boxes, anchors, variance=BOX_VARIANCE):
 
     `ty = (yc - yc_a) / h_a / variance[0]`, `th = log(h / h_a) / variance[2]`, as the
     faster_rcnn_box_coder.
+
+    Example:
+    >>> deltas = encode_boxes(np.array([[0.4, 0.4, 0.6, 0.6]]), np.array([[0.5, 0.5, 0.2, 0.2]]))
+    >>> bool(np.allclose(keras.ops.convert_to_numpy(deltas), 0.0, atol=1e-5))  # the anchor itself
+    True
     """
     return bounding_boxes.encode_box_to_deltas(
         as_float32(anchors), as_float32(boxes), anchor_format="center_yxhw", box_format="yxyx",
@@ -93,6 +98,13 @@ def match_anchors(anchor_boxes, gt_boxes, gt_valid, threshold=0.5, force_match=T
 
     Returns:
         int32 `[B, A]`, indices into M, -1 for background.
+
+    Example:
+    >>> anchors = np.array([[0, 0, .5, .5], [.5, .5, 1, 1], [0, .5, .5, 1]], "float32")
+    >>> ground_truth = np.array([[0, 0, .5, .5], [.5, .5, 1, 1]], "float32")
+    >>> matches = match_anchors(anchors, ground_truth, np.array([True, True]))
+    >>> keras.ops.convert_to_numpy(matches).tolist()  # the third anchor overlaps nothing
+    [[0, 1, -1]]
     """
     iou = pairwise_iou(gt_boxes, ops.expand_dims(anchor_boxes, 0))  # [B, M, A]
     iou = ops.where(ops.expand_dims(gt_valid, -1), iou, -1.0)
@@ -136,6 +148,11 @@ def ssd_targets(
         encoded boxes of matched anchors (0 elsewhere), one-hot classes (all zero
         for background, as the reference's `encode_background_as_zeros`), and
         which anchors are matched.
+
+    Example:
+    >>> anchors = generate_anchors([(19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)],
+    ...                            (300, 300))  # doctest: +SKIP
+    >>> targets = ssd_targets(anchors, boxes, classes, num_classes=90)  # doctest: +SKIP
     """
     gt_classes = ops.cast(gt_classes, "int32")
     gt_valid = ops.logical_and(gt_classes >= 0, box_area(gt_boxes) > 0)
