@@ -182,6 +182,11 @@ def export_model(model, path, format=None, batch_size=None, check=True,
     Raises:
         ValueError: for a format this backend cannot write, or an unknown suffix.
         AssertionError: when the artefact's outputs differ by more than allowed.
+
+    Example:
+    >>> result = export_model(zoo.condconv_mobilenet_v2(), "cc_mbv2.onnx")  # doctest: +SKIP
+    >>> result.format, result.max_abs_difference < 1e-4  # doctest: +SKIP
+    ('onnx', True)
     """
     format = _check_format(format, path)
     path = str(path)

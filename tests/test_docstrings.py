@@ -19,6 +19,7 @@ MODULES = [
     "keras_dynconv.ops.convolution",
     "keras_dynconv.ops.depthwise",
     "keras_dynconv.layers.strategy",
+    "keras_dynconv.layers.expert_layer",
     "keras_dynconv.layers.conv2d",
     "keras_dynconv.layers.depthwise_conv",
     "keras_dynconv.layers.routing",

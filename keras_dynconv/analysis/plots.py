@@ -74,6 +74,10 @@ def plot_routing_distribution(routing, path, bins=40, title=None):
 
     Returns:
         `path`.
+
+    Example:
+    >>> routing, labels = collect_routing(model, (images, labels))  # doctest: +SKIP
+    >>> plot_routing_distribution({"last": routing["block15_routing"]}, "fig4.png")  # doctest: +SKIP
     """
     from keras_dynconv.analysis.experts import bimodality_coefficient
     from keras_dynconv.analysis.experts import expert_utilisation
@@ -113,6 +117,11 @@ def plot_expert_classes(expert_classes, path, title=None):
 
     Returns:
         `path`.
+
+    Example:
+    >>> experts = top_classes_per_expert(routing["block15_routing"], labels, top=10,
+    ...                                  class_names=imagenet_class_names())  # doctest: +SKIP
+    >>> plot_expert_classes(experts[:4], "fig6.png")  # doctest: +SKIP
     """
     plt = _pyplot()
     count = len(expert_classes)

@@ -47,6 +47,12 @@ class ExpertLayer(keras.layers.Layer):
     Subclasses implement `expert_kernel_shape`, `output_channels`,
     `apply_per_example`, `apply_mixture` and `compute_output_shape`; they set
     `input_rank` (an exact rank) or `min_input_rank`.
+
+    Example (every CondConv, dynamic and sparse dynamic layer is one):
+    >>> from keras_dynconv.layers import CondConv2D
+    >>> layer = CondConv2D(8, 3, num_experts=4)
+    >>> isinstance(layer, ExpertLayer), tuple(layer(keras.ops.ones((2, 9, 9, 3))).shape)
+    (True, (2, 9, 9, 8))
     """
 
     input_rank = None
