@@ -54,3 +54,28 @@ def test_docstring_examples_run(name):
                              raise_on_error=False, verbose=False)
     assert result.attempted > 0, f"{name} has no examples"
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
+
+
+PUBLIC_MODULES = [
+    "keras_dynconv.ops", "keras_dynconv.layers", "keras_dynconv.zoo", "keras_dynconv.weights",
+    "keras_dynconv.utils", "keras_dynconv.callbacks", "keras_dynconv.data",
+    "keras_dynconv.detection", "keras_dynconv.training", "keras_dynconv.transfer",
+    "keras_dynconv.analysis", "keras_dynconv.bench", "keras_dynconv.export",
+]
+
+
+def test_every_public_function_and_class_has_an_example():
+    import inspect
+
+    missing = []
+    for name in PUBLIC_MODULES:
+        module = importlib.import_module(name)
+        public = getattr(module, "__all__", None) or [
+            attribute for attribute in dir(module) if not attribute.startswith("_")]
+        for attribute in public:
+            value = getattr(module, attribute)
+            if inspect.isfunction(value) or inspect.isclass(value):
+                doc = inspect.getdoc(value) or ""
+                if ">>>" not in doc and "Example" not in doc:
+                    missing.append(f"{name}.{attribute}")
+    assert not missing, f"no docstring example: {missing}"

@@ -407,6 +407,10 @@ def measure_group(jobs, mode, dtype, batch, plan):
     then the timed calls go round the jobs `repeats` times, so a burst of load on a
     shared machine slows every model of a ratio alike instead of one of them. A failure
     becomes that job's `error`; the others go on.
+
+    Example:
+    >>> jobs = [(plan.models[0], "keras"), (plan.models[1], "keras")]  # doctest: +SKIP
+    >>> rows = measure_group(jobs, "inference", "float32", 32, plan)  # doctest: +SKIP
     """
     prepared = [_prepare(spec, mode, dtype, batch, plan, framework) for spec, framework in jobs]
     times = [[] for _ in prepared]
@@ -433,7 +437,15 @@ def measure_group(jobs, mode, dtype, batch, plan):
 
 
 def measure_row(spec, mode, dtype, batch, plan, framework="keras"):
-    """One row of `COLUMNS` for `spec` measured alone (a group of one)."""
+    """One row of `COLUMNS` for `spec` measured alone (a group of one).
+
+    Example:
+    >>> plan = BenchmarkPlan("mobilenet_v1:alpha=0.25", batch_sizes=(2,), image_size=32,
+    ...                      warmup=1, repeats=2)  # doctest: +SKIP
+    >>> row = measure_row(plan.models[0], "inference", "float32", 2, plan)  # doctest: +SKIP
+    >>> row["median_s"] > 0  # doctest: +SKIP
+    True
+    """
     return measure_group([(spec, framework)], mode, dtype, batch, plan)[0]
 
 
@@ -456,6 +468,9 @@ def measure_backend(plan, on_row=None):
     after each.
     With `plan.timm`, the torch backend adds timm's model (inference) after each
     batch's models, when timm is installed (otherwise a note says so).
+
+    Example:
+    >>> rows, notes = measure_backend(plan, on_row=print)  # doctest: +SKIP
     """
     from keras_dynconv.bench.spec import parse_model_spec
 

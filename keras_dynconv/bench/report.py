@@ -73,7 +73,12 @@ def write_csv(rows, path):
 
 
 def read_csv(path):
-    """The rows of a `results.csv`, numbers as int/float and empty cells as None."""
+    """The rows of a `results.csv`, numbers as int/float and empty cells as None.
+
+    Example:
+    >>> rows = read_csv("zoo/benchmarks/2026-11-26-cpu/timm/results.csv")  # doctest: +SKIP
+    >>> [(row["model"], row["ratio"]) for row in rows if row["batch"] == 32]  # doctest: +SKIP
+    """
     rows = []
     with open(path, newline="") as file:
         for record in csv.DictReader(file):
@@ -124,7 +129,11 @@ def progress_line(row):
 
 
 def markdown_table(rows):
-    """A Markdown table of `rows` (times in ms per batch, memory in MiB)."""
+    """A Markdown table of `rows` (times in ms per batch, memory in MiB).
+
+    Example:
+    >>> print(markdown_table(add_ratios(result.rows, plan.baseline)))  # doctest: +SKIP
+    """
     header = ("backend", "model", "mode", "dtype", "batch", "execution", "median ms",
               "IQR ms", "min-max ms", "images/s", "ratio", "peak MiB", "memory source",
               "note")
@@ -206,6 +215,9 @@ def machine_description(backends, command=None, plan=None):
     """What `machine.json` holds: date, CPU, cores, GPU, versions, command, plan.
 
     `backends` is `BenchmarkResult.backends` (each backend's device and versions).
+
+    Example:
+    >>> machine_description(result.backends, command="keras-dynconv bench ...")["cpu"]  # doctest: +SKIP
     """
     gpus = [info["gpu"] for info in backends.values() if info.get("gpu")]
     usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count())

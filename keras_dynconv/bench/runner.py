@@ -28,7 +28,13 @@ _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS
 @dataclasses.dataclass
 class BenchmarkResult:
     """`rows` of every backend (no ratios yet), `notes`, and per backend `backends`:
-    `{"device", "gpu", "versions", "process", "error"}`."""
+    `{"device", "gpu", "versions", "process", "error"}`.
+
+    Example:
+    >>> result = run_benchmark(plan, backends=["jax", "torch"])  # doctest: +SKIP
+    >>> result.backends["torch"]["process"]  # doctest: +SKIP
+    'subprocess'
+    """
 
     rows: list
     notes: list

@@ -63,5 +63,4 @@ __all__ = [
     "smooth_l1",
     "ssd_loss",
     "ssd_targets",
-    "zoo",
 ]
