@@ -14,18 +14,25 @@ import pytest
 from keras_dynconv import zoo
 from keras_dynconv.training import get_recipe
 
-MODULES = [
+# Examples of the numerical core run on every backend; the others build whole zoo
+# models, which cost minutes of compilation on JAX, and depend on the backend only
+# through what the core already checks: `architecture` (torch in the default suite).
+EVERY_BACKEND = [
     "keras_dynconv.ops.aggregation",
     "keras_dynconv.ops.convolution",
     "keras_dynconv.ops.depthwise",
     "keras_dynconv.layers.strategy",
-    "keras_dynconv.layers.expert_layer",
     "keras_dynconv.layers.conv2d",
     "keras_dynconv.layers.depthwise_conv",
     "keras_dynconv.layers.routing",
     "keras_dynconv.layers.mod_block",
+    "keras_dynconv.layers.expert_layer",
+    "keras_dynconv.detection.losses",
+    "keras_dynconv.detection.targets",
     "keras_dynconv.data.imagenet_labels",
     "keras_dynconv.analysis.experts",
+]
+ONE_BACKEND = [
     "keras_dynconv.analysis.routing",
     "keras_dynconv.utils.summary",
     "keras_dynconv.utils.profiler",
@@ -34,8 +41,6 @@ MODULES = [
     "keras_dynconv.zoo.registry",
     "keras_dynconv.weights.registry",
     "keras_dynconv.weights.upcycling",
-    "keras_dynconv.detection.losses",
-    "keras_dynconv.detection.targets",
     "keras_dynconv.training.compile",
     "keras_dynconv.training.optimizers",
     "keras_dynconv.training.recipes",
@@ -44,6 +49,7 @@ MODULES = [
     "keras_dynconv.data.catalog",
     "keras_dynconv.transfer",
 ]
+MODULES = EVERY_BACKEND + [pytest.param(name, marks=pytest.mark.architecture) for name in ONE_BACKEND]
 
 
 @pytest.mark.parametrize("name", MODULES)
