@@ -18,6 +18,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, figure, path, title):
+    if title:
+        figure.suptitle(title, fontsize=11)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def plot_class_routing(per_class, path, class_names=None, title=None):
     """Heat maps of the mean routing weight per expert per class (CondConv Fig. 3).
 
@@ -55,11 +63,7 @@ def plot_class_routing(per_class, path, class_names=None, title=None):
         axis.set_ylabel("class")
         colorbar = figure.colorbar(image, ax=axis, fraction=0.08)
         colorbar.set_label("mean routing weight")
-    if title:
-        figure.suptitle(title, fontsize=11)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path, title)
 
 
 def plot_routing_distribution(routing, path, bins=40, title=None):
@@ -100,11 +104,7 @@ def plot_routing_distribution(routing, path, bins=40, title=None):
         )
         axis.set_xlabel("routing weight")
         axis.set_ylabel("count (examples x experts)")
-    if title:
-        figure.suptitle(title, fontsize=11)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path, title)
 
 
 def plot_expert_classes(expert_classes, path, title=None):
@@ -136,8 +136,4 @@ def plot_expert_classes(expert_classes, path, title=None):
         axis.invert_yaxis()  # the most weighted class on top
         axis.set_title(f"expert {entry.expert}", fontsize=10)
         axis.set_xlabel("mean routing weight")
-    if title:
-        figure.suptitle(title, fontsize=11)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path, title)
