@@ -62,16 +62,13 @@ def _read_timm(path):
 
 def _load_tf_checkpoint(model, path):
     from keras_dynconv.weights import load_tf_checkpoint
+    from keras_dynconv.weights.pretrained import _checkpoint_dir
 
     if os.path.isfile(path) and tarfile.is_tarfile(path):
         with tempfile.TemporaryDirectory(prefix="keras-dynconv-convert-") as directory:
             with tarfile.open(path) as archive:
                 archive.extractall(directory, filter="data")
-            checkpoint_dirs = [root for root, _, files in os.walk(directory)
-                               if any(name.endswith(".index") for name in files)]
-            if not checkpoint_dirs:
-                raise ValueError(f"No TF checkpoint (*.index) inside {path!r}")
-            return load_tf_checkpoint(model, checkpoint_dirs[0])
+            return load_tf_checkpoint(model, _checkpoint_dir(directory))
     return load_tf_checkpoint(model, path)
 
 
