@@ -344,6 +344,20 @@ def test_empty_ground_truth_and_bad_targets(detector, rng):
         detector(rng.uniform(0, 255, size=(1, 64, 64, 3)).astype("float32"))
 
 
+def test_boxes_wholly_outside_the_image_count_as_padding(detector, rng):
+    images = rng.uniform(0, 255, size=(2,) + SMALL).astype("float32")
+    outputs = detector(images)
+    padded = _ground_truth()
+    outside = {key: value.copy() for key, value in padded.items()}
+    outside["boxes"][0, 2] = [100, 10, 140, 50]  # right of the 96-pixel image
+    outside["boxes"][1, 1] = [-50, -40, -10, -5]  # above and left of it
+    outside["classes"][0, 2] = outside["classes"][1, 1] = 1
+    expected = float(to_numpy(detector.compute_loss(images, padded, outputs)))
+    loss = float(to_numpy(detector.compute_loss(images, outside, outputs)))
+    assert math.isfinite(loss)
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+
+
 def test_detector_round_trips_through_keras_files(detector, rng, tmp_path):
     images = rng.uniform(0, 255, size=(2,) + SMALL).astype("float32")
     expected = detector.predict(images, verbose=0)
