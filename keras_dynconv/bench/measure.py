@@ -12,7 +12,8 @@ mode, batch) group are prepared first and then timed in turns, call by call. Inf
 `stateless_call` on JAX, `tf.function(jit_compile=True)` on TensorFlow (without XLA,
 noted, if XLA fails; plain `tf.function` with `tf_xla="off"`), `torch.no_grad()` eager calls on torch, or `torch.compile` with
 `torch_compile` (eager, noted, if compiling fails). Training: one `train_on_batch` of
-SGD with momentum, compiled the way Keras compiles it by default on the backend.
+SGD with momentum, compiled the way Keras compiles it by default on the backend, except
+on TensorFlow, where `tf_xla` decides (Keras' own default there is XLA only on GPUs).
 """
 
 import ctypes
@@ -299,7 +300,7 @@ def _from_logits(spec):
     return spec.arguments.get("classifier_activation", default) in (None, "linear")
 
 
-def _train_step(model, spec, images, rng):
+def _train_step(model, spec, images, rng, tf_xla="on"):
     """`(run, execution, note, first_call_s)` of one `train_on_batch`."""
     classes = model.output.shape[-1]
     labels = keras.ops.convert_to_tensor(rng.integers(0, classes, len(images)).astype("int32"))
@@ -307,6 +308,7 @@ def _train_step(model, spec, images, rng):
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=_from_logits(spec)),
+        jit_compile=tf_xla == "on" if keras.backend.backend() == "tensorflow" else "auto",
     )
 
     def run():
@@ -386,7 +388,8 @@ def _prepare(spec, mode, dtype, batch, plan, framework):
                     run, execution, note, first = _inference(
                         model, images, plan.torch_compile, plan.tf_xla)
                 else:
-                    run, execution, note, first = _train_step(model, spec, images, rng)
+                    run, execution, note, first = _train_step(
+                        model, spec, images, rng, plan.tf_xla)
             for _ in range(plan.warmup):
                 run()
         row.update(execution=execution, note=note, parameters=int(parameters),

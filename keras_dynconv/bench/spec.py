@@ -19,8 +19,9 @@ BACKENDS = ("tensorflow", "jax", "torch")
 MODES = ("inference", "train")
 DTYPES = ("float32", "mixed_bfloat16", "mixed_float16", "bfloat16", "float16")
 MIN_IMAGE_SIZE = 32
-# TensorFlow inference with XLA (`tf.function(jit_compile=True)`, the default) or as a
-# plain `tf.function` ("off"), for comparison.
+# TensorFlow with XLA (the default: inference in `tf.function(jit_compile=True)`,
+# training compiled with `jit_compile=True`) or without ("off": a plain `tf.function`,
+# and Keras' CPU default for training), for comparison.
 TF_XLA_CHOICES = ("on", "off")
 # Set by the plan itself (`image_size`), never by a spec.
 RESERVED_ARGUMENTS = ("input_shape", "input_tensor")
