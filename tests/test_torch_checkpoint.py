@@ -90,3 +90,22 @@ def test_not_a_checkpoint(tmp_path):
     path.write_bytes(pickle.dumps(12345))
     with pytest.raises((ValueError, EOFError)):
         read_torch_state_dict(path)
+
+
+def test_read_state_dict_tells_the_format_by_content(tmp_path):
+    from safetensors.numpy import save_file
+
+    from keras_dynconv.weights import read_state_dict
+
+    arrays = {"b": np.arange(3, dtype="float32"), "a": np.ones((2, 2), "float16")}
+    safetensors_path = tmp_path / "weights.bin"  # a misleading name on purpose
+    save_file(arrays, str(safetensors_path))
+    torch_path = tmp_path / "weights.safetensors"
+    torch.save({name: torch.from_numpy(value) for name, value in arrays.items()}, torch_path)
+    for path in (safetensors_path, torch_path):
+        state_dict = read_state_dict(path)
+        assert sorted(state_dict) == ["a", "b"], path
+        for name, value in arrays.items():
+            np.testing.assert_array_equal(state_dict[name], value)
+            assert state_dict[name].dtype == value.dtype
+    assert list(read_state_dict(torch_path)) == ["b", "a"]  # torch.save keeps the order

@@ -50,16 +50,6 @@ def add_parser(subparsers):
     parser.set_defaults(run=run)
 
 
-def _read_timm(path):
-    if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        return load_file(path)
-    from keras_dynconv.weights import read_torch_state_dict
-
-    return read_torch_state_dict(path)
-
-
 def _load_tf_checkpoint(model, path):
     from keras_dynconv.weights import load_tf_checkpoint
     from keras_dynconv.weights.pretrained import _checkpoint_dir
@@ -84,6 +74,7 @@ def convert(model_name, output, weights=None, from_timm=None, from_tf_checkpoint
 
     from keras_dynconv import zoo
     from keras_dynconv.weights import load_timm_state_dict
+    from keras_dynconv.weights import read_state_dict
 
     if not output.endswith(OUTPUT_SUFFIXES):
         raise ValueError(f"OUTPUT must end in .keras or .weights.h5, received {output!r}")
@@ -98,7 +89,7 @@ def convert(model_name, output, weights=None, from_timm=None, from_tf_checkpoint
     except TypeError as error:
         raise ValueError(str(error)) from None
     if from_timm is not None:
-        load_timm_state_dict(model, _read_timm(from_timm))
+        load_timm_state_dict(model, read_state_dict(from_timm))
     elif from_tf_checkpoint is not None:
         _load_tf_checkpoint(model, from_tf_checkpoint)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)

@@ -6,7 +6,8 @@ Zoo builders take `weights="imagenet"` (and the other registered names, see
 * `load_timm_state_dict(model, state_dict)`: timm EfficientNet-family state_dicts.
 * `load_tf_checkpoint(model, path)`: the official CondConv EfficientNet checkpoints.
 * `copy_keras_applications_weights(source, model)`: keras.applications models.
-* `read_torch_state_dict(path)`: `torch.save` files as NumPy, without torch.
+* `read_torch_state_dict(path)`: `torch.save` files as NumPy, without torch;
+  `read_state_dict(path)` also reads `.safetensors`.
 * `upcycle(static_model, dynamic_model)`: a dynamic model computing its static twin.
 
 See weights/README.md for the tensor layouts and the cache.
@@ -20,6 +21,7 @@ from keras_dynconv.weights.registry import find_weights
 from keras_dynconv.weights.registry import list_weights
 from keras_dynconv.weights.tf_checkpoint import load_tf_checkpoint
 from keras_dynconv.weights.timm_state_dict import load_timm_state_dict
+from keras_dynconv.weights.torch_checkpoint import read_state_dict
 from keras_dynconv.weights.torch_checkpoint import read_torch_state_dict
 from keras_dynconv.weights.upcycling import upcycle
 
@@ -32,6 +34,7 @@ __all__ = [
     "list_weights",
     "load_tf_checkpoint",
     "load_timm_state_dict",
+    "read_state_dict",
     "read_torch_state_dict",
     "upcycle",
 ]

@@ -35,20 +35,11 @@ def _say_once(message):
 
 
 # --- converters: source file -> weights of the reference model --------------------
-def _read_state_dict(path, source):
-    if source.format == "safetensors":
-        from safetensors.numpy import load_file
-
-        return load_file(path)
-    from keras_dynconv.weights.torch_checkpoint import read_torch_state_dict
-
-    return read_torch_state_dict(path)
-
-
 def _convert_timm(model, path, source, entry):
     from keras_dynconv.weights.timm_state_dict import load_timm_state_dict
+    from keras_dynconv.weights.torch_checkpoint import read_state_dict
 
-    load_timm_state_dict(model, _read_state_dict(path, source))
+    load_timm_state_dict(model, read_state_dict(path))
 
 
 def _convert_tf_checkpoint(model, path, source, entry):

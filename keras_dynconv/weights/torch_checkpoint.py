@@ -252,6 +252,38 @@ def read_torch_state_dict(path):
     return _as_state_dict(result, path)
 
 
+def is_safetensors(path):
+    """Whether `path` is a safetensors file: a little-endian u64 header length, then
+    that many bytes of JSON, within the file."""
+    with open(path, "rb") as handle:
+        start = handle.read(9)
+    if len(start) < 9 or start[8:9] != b"{":
+        return False
+    return 8 + int.from_bytes(start[:8], "little") <= os.path.getsize(path)
+
+
+def read_state_dict(path):
+    """Reads a state_dict from a `.safetensors` or `torch.save` file, without torch.
+
+    The format is told by the file's content, not its name.
+
+    Returns:
+        `{name: numpy.ndarray}`; safetensors files store names sorted, `torch.save`
+        files in the state_dict's (module) order.
+
+    Example:
+    >>> state_dict = read_state_dict("model.safetensors")  # doctest: +SKIP
+    >>> state_dict["conv_stem.weight"].shape  # doctest: +SKIP
+    (32, 3, 3, 3)
+    """
+    path = os.fspath(path)
+    if is_safetensors(path):
+        from safetensors.numpy import load_file
+
+        return load_file(path)
+    return read_torch_state_dict(path)
+
+
 def _as_state_dict(result, path):
     if isinstance(result, dict):
         for key in ("state_dict", "model"):
