@@ -12,8 +12,8 @@ mode, batch) group are prepared first and then timed in turns, call by call. Inf
 `stateless_call` on JAX, `tf.function(jit_compile=True)` on TensorFlow (without XLA,
 noted, if XLA fails; plain `tf.function` with `tf_xla="off"`), `torch.no_grad()` eager calls on torch, or `torch.compile` with
 `torch_compile` (eager, noted, if compiling fails). Training: one `train_on_batch` of
-SGD with momentum, compiled the way Keras compiles it by default on the backend, except
-on TensorFlow, where `tf_xla` decides (Keras' own default there is XLA only on GPUs).
+SGD with momentum, compiled the way Keras compiles it by default on the backend (on
+TensorFlow: XLA only where there is a GPU), or with XLA forced by `tf_xla="on"`.
 """
 
 import ctypes
@@ -226,7 +226,7 @@ def _timed_first_call(run):
     return time.perf_counter() - start
 
 
-def _inference(model, images, torch_compile, tf_xla="on"):
+def _inference(model, images, torch_compile, tf_xla="auto"):
     """`(run, execution, note, first_call_s)`; `run()` returns once the device is done."""
     backend = keras.backend.backend()
     x = keras.ops.convert_to_tensor(images)
@@ -300,7 +300,7 @@ def _from_logits(spec):
     return spec.arguments.get("classifier_activation", default) in (None, "linear")
 
 
-def _train_step(model, spec, images, rng, tf_xla="on"):
+def _train_step(model, spec, images, rng, tf_xla="auto"):
     """`(run, execution, note, first_call_s)` of one `train_on_batch`."""
     classes = model.output.shape[-1]
     labels = keras.ops.convert_to_tensor(rng.integers(0, classes, len(images)).astype("int32"))
@@ -308,7 +308,8 @@ def _train_step(model, spec, images, rng, tf_xla="on"):
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=_from_logits(spec)),
-        jit_compile=tf_xla == "on" if keras.backend.backend() == "tensorflow" else "auto",
+        jit_compile={"on": True, "off": False}.get(tf_xla, "auto")
+        if keras.backend.backend() == "tensorflow" else "auto",
     )
 
     def run():

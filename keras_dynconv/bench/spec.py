@@ -19,10 +19,11 @@ BACKENDS = ("tensorflow", "jax", "torch")
 MODES = ("inference", "train")
 DTYPES = ("float32", "mixed_bfloat16", "mixed_float16", "bfloat16", "float16")
 MIN_IMAGE_SIZE = 32
-# TensorFlow with XLA (the default: inference in `tf.function(jit_compile=True)`,
-# training compiled with `jit_compile=True`) or without ("off": a plain `tf.function`,
-# and Keras' CPU default for training), for comparison.
-TF_XLA_CHOICES = ("on", "off")
+# TensorFlow and XLA. "auto" (the default): inference in `tf.function(jit_compile=True)`,
+# training as Keras compiles it by default (XLA only where there is a GPU: on CPUs the
+# XLA gradients of depthwise convolutions are several times slower). "on": XLA for
+# both; "off": neither (a plain `tf.function` for inference).
+TF_XLA_CHOICES = ("auto", "on", "off")
 # Set by the plan itself (`image_size`), never by a spec.
 RESERVED_ARGUMENTS = ("input_shape", "input_tensor")
 _WORDS = {"true": True, "false": False, "none": None, "null": None}
@@ -214,7 +215,7 @@ class BenchmarkPlan:
     warmup: int = 3
     repeats: int = 10
     torch_compile: bool = False
-    tf_xla: str = "on"
+    tf_xla: str = "auto"
     threads: int = None
     timm: str = None
     check_registry: bool = dataclasses.field(default=True, compare=False)

@@ -57,9 +57,9 @@ def add_parser(subparsers):
     parser.add_argument("--repeats", type=int, default=10, help="timed calls (default 10)")
     parser.add_argument("--torch-compile", action="store_true",
                         help="torch inference through torch.compile (eager if it fails)")
-    parser.add_argument("--tf-xla", choices=("on", "off"), default="on",
-                        help="TensorFlow inference and training steps with XLA, jit_compile=True "
-                        "(default on; off is Keras' CPU default for training)")
+    parser.add_argument("--tf-xla", choices=("auto", "on", "off"), default="auto",
+                        help="TensorFlow with XLA: auto (default) compiles inference with XLA "
+                        "and training as Keras does (XLA only on GPUs); on: both; off: neither")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads per backend (torch.set_num_threads, TensorFlow "
                         "intra-op threads, CPU affinity for XLA)")
