@@ -19,7 +19,7 @@ RTOL = 1e-4
 ARCHITECTURE_BACKEND = "torch"
 
 
-ONE_BACKEND_MARKERS = ("architecture", "orchestration")
+ONE_BACKEND_MARKERS = ("architecture", "orchestration", "breadth")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -28,8 +28,11 @@ def pytest_collection_modifyitems(config, items):
     `architecture`: parameter and multiply-add counts (every builder still builds,
     runs and round-trips on every backend). `orchestration`: end-to-end command-line
     runs, whose backend-dependent parts (fit, resumption, fine-tuning stages) the
-    training and transfer tests check on every backend. On the other backends they
-    become `large` (run with `-m large`).
+    training and transfer tests check on every backend. `breadth`: the cases of a
+    parametrized test beyond the representative ones that run on every backend (each
+    kind of dynamic layer in a zoo model, say); the layers themselves are checked
+    against the reference math on every backend. On the other backends they become
+    `large` (run with `-m large`).
     """
     if BACKEND == ARCHITECTURE_BACKEND:
         return

@@ -18,6 +18,14 @@ ISSUE_MODELS = {
     "sparse_dynamic_mobilenet_v2", "sparse_dynamic_resnet50", "resnet75_mod",
     "resnet86_mod", "mobilenet_v2_mod",
 }
+# One model per kind of layer (static, CondConv with shared routing, SD-Conv with
+# dynamic depthwise layers, Mixture-of-Depths) builds, runs and round-trips on every
+# backend; the other builders are more of the same Python, `breadth` (torch only in the
+# default suite).
+EVERY_BACKEND_MODELS = {
+    "efficientnet_b0", "condconv_efficientnet_lite0", "sparse_dynamic_mobilenet_v2",
+    "mobilenet_v2_mod",
+}
 # Detectors: tests/test_detection.py builds, trains and round-trips them.
 DETECTION_MODELS = {"ssd300_mobilenet_v1", "condconv_ssd300_mobilenet_v1"}
 SMALL_INPUT = (64, 64, 3)
@@ -43,7 +51,10 @@ def _small_model_arguments(name):
     return arguments
 
 
-@pytest.mark.parametrize("name", sorted(ISSUE_MODELS))
+@pytest.mark.parametrize("name", [
+    name if name in EVERY_BACKEND_MODELS else pytest.param(name, marks=pytest.mark.breadth)
+    for name in sorted(ISSUE_MODELS)
+])
 def test_builder_runs_and_round_trips_through_keras_files(name, tmp_path, rng):
     model = zoo.get_model(name, **_small_model_arguments(name))
     images = rng.uniform(0, 255, size=(2,) + SMALL_INPUT).astype("float32")
@@ -161,8 +172,8 @@ def test_input_tensor_is_used_as_the_model_input():
 @pytest.mark.parametrize(
     "name,strides",
     [
-        ("mobilenet_v1", [2, 4, 8, 16, 32]),
-        ("efficientnet_lite0", [2, 4, 8, 16, 32]),
+        pytest.param("mobilenet_v1", [2, 4, 8, 16, 32], marks=pytest.mark.breadth),
+        pytest.param("efficientnet_lite0", [2, 4, 8, 16, 32], marks=pytest.mark.breadth),
         ("resnet50", [2, 4, 8, 16, 32]),
     ],
 )
