@@ -93,16 +93,37 @@ def sha256_of(path):
 
 
 # --- verification ---------------------------------------------------------------------
+def _safetensors_header_size(path):
+    """The JSON header length a safetensors file declares (a little-endian u64 first);
+    ValueError when the file is too short to hold it."""
+    with open(path, "rb") as file:
+        raw = file.read(8)
+    if len(raw) != 8:
+        raise ValueError("shorter than a safetensors header")
+    (header_size,) = struct.unpack("<Q", raw)
+    if 8 + header_size > os.path.getsize(path):
+        raise ValueError("truncated safetensors header")
+    return header_size
+
+
+def is_safetensors(path):
+    """Whether `path` starts like a safetensors file: a header length that fits the
+    file, then the JSON header's opening brace."""
+    try:
+        _safetensors_header_size(path)
+    except ValueError:
+        return False
+    with open(path, "rb") as file:
+        file.seek(8)
+        return file.read(1) == b"{"
+
+
 def _check_safetensors(path):
     """Header length, JSON header and data size agree (a truncated file fails)."""
     size = os.path.getsize(path)
+    header_size = _safetensors_header_size(path)
     with open(path, "rb") as file:
-        raw = file.read(8)
-        if len(raw) != 8:
-            raise ValueError("shorter than a safetensors header")
-        (header_size,) = struct.unpack("<Q", raw)
-        if 8 + header_size > size:
-            raise ValueError("truncated safetensors header")
+        file.seek(8)
         header = json.loads(file.read(header_size))
     end = max(
         (info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"),

@@ -252,16 +252,6 @@ def read_torch_state_dict(path):
     return _as_state_dict(result, path)
 
 
-def is_safetensors(path):
-    """Whether `path` is a safetensors file: a little-endian u64 header length, then
-    that many bytes of JSON, within the file."""
-    with open(path, "rb") as handle:
-        start = handle.read(9)
-    if len(start) < 9 or start[8:9] != b"{":
-        return False
-    return 8 + int.from_bytes(start[:8], "little") <= os.path.getsize(path)
-
-
 def read_state_dict(path):
     """Reads a state_dict from a `.safetensors` or `torch.save` file, without torch.
 
@@ -276,6 +266,8 @@ def read_state_dict(path):
     >>> state_dict["conv_stem.weight"].shape  # doctest: +SKIP
     (32, 3, 3, 3)
     """
+    from keras_dynconv.weights.download import is_safetensors
+
     path = os.fspath(path)
     if is_safetensors(path):
         from safetensors.numpy import load_file
