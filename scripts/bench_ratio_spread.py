@@ -13,20 +13,25 @@ and with it the cost of page faults in both models.
 """
 
 import argparse
-import csv
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 
+from keras_dynconv.bench import read_csv
+
 
 def ratio_rows(output_dir):
-    with open(os.path.join(output_dir, "results.csv"), newline="") as file:
-        for row in csv.DictReader(file):
-            if row["ratio"] and not row["error"] and float(row["ratio"]) != 1.0:
-                key = (row["backend"], row["model"], row["mode"], row["dtype"], row["batch"])
-                yield key, float(row["ratio"])
+    """`((backend, model, mode, dtype, batch), ratio)` of every model but the baseline
+    in one bench report."""
+    with open(os.path.join(output_dir, "machine.json")) as file:
+        baseline = json.load(file)["plan"]["baseline"]
+    for row in read_csv(os.path.join(output_dir, "results.csv")):
+        if row["model"] != baseline and row["ratio"] is not None:
+            key = (row["backend"], row["model"], row["mode"], row["dtype"], str(row["batch"]))
+            yield key, row["ratio"]
 
 
 def main(argv=None):

@@ -250,6 +250,35 @@ def test_report_writes_csv_markdown_machine_and_plot(measured, tmp_path):
         assert file.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_ratio_spread_script_collects_each_runs_ratios(measured, monkeypatch, capsys, repo_root):
+    """scripts/bench_ratio_spread.py: one bench process per run (faked here by writing
+    the measured report), every run's ratio to the baseline, and their spread."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_ratio_spread", os.path.join(repo_root, "scripts", "bench_ratio_spread.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    plan, result = measured
+    commands = []
+
+    def fake_bench_process(command, check, stdout):
+        commands.append(command)
+        scaled = [dict(row, median_s=row["median_s"] * (1 + 0.5 * len(commands)))
+                  if row["model"] == OTHER else row for row in result.rows]
+        bench.write_report(dataclasses.replace(result, rows=scaled), plan,
+                           command[command.index("--output-dir") + 1])
+
+    monkeypatch.setattr(script.subprocess, "run", fake_bench_process)
+    script.main(["--runs", "2", "--", "--models", TINY_MODELS])
+    assert [command[1:5] for command in commands] == [
+        ["-m", "keras_dynconv.bench", "--models", TINY_MODELS]] * 2
+    base, other = (row["median_s"] for row in result.rows[:2])
+    ratios = [other * 1.5 / base, other * 2.0 / base]
+    table = capsys.readouterr().out.splitlines()[-1]
+    assert table == (
+        f"| {BACKEND} | {OTHER} | inference | float32 | 2 | {ratios[0]:.3f}, {ratios[1]:.3f} | "
+        f"{ratios[0]:.3f} | {sum(ratios) / 2:.3f} | {ratios[1]:.3f} |")
+
+
 def test_default_output_dir_names_the_date_and_hardware_not_the_host():
     machine = dict(date="2026-12-01T10:00:00+00:00", gpu="NVIDIA H100 80GB HBM3",
                    cpu_model="AMD EPYC 7B13 64-Core Processor", usable_cpus=16)
