@@ -9,6 +9,7 @@ from conftest import ATOL, BACKEND, RTOL, gradients, jit, to_numpy
 from keras_dynconv import layers
 from keras_dynconv import ops as dc
 from keras_dynconv.ops import taps
+from keras_dynconv.ops import tf_depthwise
 from keras_dynconv.ops import torch_conv
 
 CONV_CASES = [
@@ -201,6 +202,50 @@ def test_torch_conv_fast_path_equals_the_generic_path_with_gradients(
     np.testing.assert_allclose(fast, generic, atol=ATOL, rtol=RTOL)
     for got, want in zip(fast_grads, generic_grads):
         np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[1], CONV_CASES[2], TAPS_CASES[-3]])
+def test_tf_one_conv_per_example_path_equals_the_generic_path_with_gradients(
+    rng, monkeypatch, case
+):
+    """`keras_dynconv.ops.tf_depthwise` (keras.ops, forced here on every backend)."""
+    batch, h, w, channels, _, ksize, strides, padding, dilation = case
+    inputs = _random(rng, batch, h, w, channels)
+    kernels = _random(rng, batch, *ksize, channels, 2)
+    monkeypatch.setattr(taps, "use_taps", lambda inputs: False)
+    monkeypatch.setattr(torch_conv, "available", lambda inputs: False)
+    results = []
+    for fast in (False, True):
+        monkeypatch.setattr(tf_depthwise, "available", lambda inputs: fast)
+
+        def loss(x, k):
+            out = dc.per_example_depthwise_conv(x, k, strides, padding, dilation)
+            return keras.ops.sum(out * keras.ops.cos(out))
+
+        output = dc.per_example_depthwise_conv(inputs, kernels, strides, padding, dilation)
+        results.append((to_numpy(output), gradients(loss, [inputs, kernels])))
+    (generic, generic_grads), (fast, fast_grads) = results
+    np.testing.assert_allclose(fast, generic, atol=ATOL, rtol=RTOL)
+    for got, want in zip(fast_grads, generic_grads):
+        np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the TensorFlow path")
+def test_tf_one_conv_per_example_path_needs_a_known_small_batch():
+    import tensorflow as tf
+
+    assert tf_depthwise.available(keras.ops.ones((2, 5, 5, 3)))
+    assert not tf_depthwise.available(keras.ops.ones((tf_depthwise.MAX_BATCH + 1, 1, 1, 1)))
+    seen = []
+    signature = [tf.TensorSpec((None, 5, 5, 3)), tf.TensorSpec((None, 3, 3, 3, 1))]
+
+    @tf.function(input_signature=signature)
+    def unknown_batch(x, k):
+        seen.append(tf_depthwise.available(x))
+        return dc.per_example_depthwise_conv(x, k, 1, "same")
+
+    unknown_batch(keras.ops.ones((2, 5, 5, 3)), keras.ops.ones((2, 3, 3, 3, 1)))
+    assert seen == [False]
 
 
 @pytest.mark.parametrize("case", TAPS_CASES)

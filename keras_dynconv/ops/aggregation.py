@@ -18,6 +18,7 @@ from keras import ops
 
 from keras_dynconv.ops import taps
 from keras_dynconv.ops.convolution import conv
+from keras_dynconv.ops import tf_depthwise
 from keras_dynconv.ops import torch_conv
 
 
@@ -163,7 +164,9 @@ def per_example_depthwise_conv(
         `[B, H', W', C * depth_multiplier]`, one depthwise convolution over the
         batch folded into channels; under XLA a sum over kernel taps (see
         `per_example_conv`), on torch the same convolution on views of the input
-        (`keras_dynconv.ops.torch_conv`: two copies instead of five).
+        (`keras_dynconv.ops.torch_conv`: two copies instead of five), on TensorFlow
+        without XLA one convolution per example when the batch size is known
+        (`keras_dynconv.ops.tf_depthwise`).
 
     Example:
     >>> x = keras.ops.ones((2, 8, 8, 3))
@@ -178,6 +181,10 @@ def per_example_depthwise_conv(
         )
     if torch_conv.available(inputs):
         return torch_conv.per_example_depthwise_conv(
+            inputs, kernels, strides, padding, dilation_rate
+        )
+    if tf_depthwise.available(inputs):
+        return tf_depthwise.per_example_depthwise_conv(
             inputs, kernels, strides, padding, dilation_rate
         )
     kernel_h, kernel_w, channels, multiplier = kernels.shape[1:]
