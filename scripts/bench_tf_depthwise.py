@@ -18,28 +18,16 @@ a plain `tf.function`, median of `--repeats` calls:
 
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import tensorflow as tf  # noqa: E402
+from bench_optimizer_share import median_ms  # noqa: E402  (scripts/ is on sys.path)
 
 from keras_dynconv import ops as dynconv_ops  # noqa: E402
 
 # (height = width, channels, kernel size) of B0 depthwise layers, stride 1.
 SHAPES = [(112, 32, 3), (56, 144, 3), (14, 672, 5), (7, 1152, 5)]
-
-
-def median_ms(function, repeats):
-    function()
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def variants(batch, size, channels, kernel_size):

@@ -177,20 +177,15 @@ def test_taps_fast_path_equals_the_generic_path_with_gradients(rng, monkeypatch,
         np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
 
 
-@pytest.mark.skipif(BACKEND != "torch", reason="the torch fast path")
-@pytest.mark.parametrize("case", TAPS_CASES)
-@pytest.mark.parametrize("multiplier", [1, 2])
-def test_torch_conv_fast_path_equals_the_generic_path_with_gradients(
-    rng, monkeypatch, case, multiplier
-):
+def _assert_depthwise_fast_path_equals_generic(monkeypatch, fast_path, case, multiplier, rng):
+    """`per_example_depthwise_conv` with `fast_path.available` forced off, then on:
+    equal outputs and gradients."""
     batch, h, w, channels, _, ksize, strides, padding, dilation = case
-    if _pair(strides)[0] != _pair(strides)[1]:
-        pytest.skip("TensorFlow's depthwise conv takes equal strides only")
     inputs = _random(rng, batch, h, w, channels)
     kernels = _random(rng, batch, *ksize, channels, multiplier)
     results = []
     for fast in (False, True):
-        monkeypatch.setattr(torch_conv, "available", lambda inputs: fast)
+        monkeypatch.setattr(fast_path, "available", lambda inputs: fast)
 
         def loss(x, k):
             out = dc.per_example_depthwise_conv(x, k, strides, padding, dilation)
@@ -202,6 +197,17 @@ def test_torch_conv_fast_path_equals_the_generic_path_with_gradients(
     np.testing.assert_allclose(fast, generic, atol=ATOL, rtol=RTOL)
     for got, want in zip(fast_grads, generic_grads):
         np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the torch fast path")
+@pytest.mark.parametrize("case", TAPS_CASES)
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_torch_conv_fast_path_equals_the_generic_path_with_gradients(
+    rng, monkeypatch, case, multiplier
+):
+    if _pair(case[6])[0] != _pair(case[6])[1]:
+        pytest.skip("TensorFlow's depthwise conv takes equal strides only")
+    _assert_depthwise_fast_path_equals_generic(monkeypatch, torch_conv, case, multiplier, rng)
 
 
 @pytest.mark.parametrize("case", [CONV_CASES[1], CONV_CASES[2], TAPS_CASES[-3]])
@@ -209,25 +215,9 @@ def test_tf_one_conv_per_example_path_equals_the_generic_path_with_gradients(
     rng, monkeypatch, case
 ):
     """`keras_dynconv.ops.tf_depthwise` (keras.ops, forced here on every backend)."""
-    batch, h, w, channels, _, ksize, strides, padding, dilation = case
-    inputs = _random(rng, batch, h, w, channels)
-    kernels = _random(rng, batch, *ksize, channels, 2)
     monkeypatch.setattr(taps, "use_taps", lambda inputs: False)
     monkeypatch.setattr(torch_conv, "available", lambda inputs: False)
-    results = []
-    for fast in (False, True):
-        monkeypatch.setattr(tf_depthwise, "available", lambda inputs: fast)
-
-        def loss(x, k):
-            out = dc.per_example_depthwise_conv(x, k, strides, padding, dilation)
-            return keras.ops.sum(out * keras.ops.cos(out))
-
-        output = dc.per_example_depthwise_conv(inputs, kernels, strides, padding, dilation)
-        results.append((to_numpy(output), gradients(loss, [inputs, kernels])))
-    (generic, generic_grads), (fast, fast_grads) = results
-    np.testing.assert_allclose(fast, generic, atol=ATOL, rtol=RTOL)
-    for got, want in zip(fast_grads, generic_grads):
-        np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
+    _assert_depthwise_fast_path_equals_generic(monkeypatch, tf_depthwise, case, 2, rng)
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="the TensorFlow path")
