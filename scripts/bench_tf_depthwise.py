@@ -25,6 +25,8 @@ import tensorflow as tf  # noqa: E402
 from bench_optimizer_share import median_ms  # noqa: E402  (scripts/ is on sys.path)
 
 from keras_dynconv import ops as dynconv_ops  # noqa: E402
+from keras_dynconv.ops.aggregation import _fold_batch_into_channels  # noqa: E402
+from keras_dynconv.ops.aggregation import _unfold_batch_from_channels  # noqa: E402
 
 # (height = width, channels, kernel size) of B0 depthwise layers, stride 1.
 SHAPES = [(112, 32, 3), (56, 144, 3), (14, 672, 5), (7, 1152, 5)]
@@ -34,21 +36,17 @@ def variants(batch, size, channels, kernel_size):
     images = tf.random.normal((batch, size, size, channels))
     kernel = tf.random.normal((kernel_size, kernel_size, channels, 1))
     kernels = tf.random.normal((batch, kernel_size, kernel_size, channels, 1))
-    folded = tf.reshape(tf.transpose(images, (1, 2, 0, 3)), (1, size, size, batch * channels))
+    folded, _ = _fold_batch_into_channels(images)
     folded_kernel = tf.reshape(
         tf.transpose(kernels, (1, 2, 0, 3, 4)), (kernel_size, kernel_size, batch * channels, 1)
     )
     strides = [1, 1, 1, 1]
     return {
         "static": lambda: tf.nn.depthwise_conv2d(images, kernel, strides, "SAME"),
-        "folded with transposes": lambda: tf.transpose(
-            tf.reshape(
-                tf.nn.depthwise_conv2d(
-                    tf.reshape(tf.transpose(images, (1, 2, 0, 3)),
-                               (1, size, size, batch * channels)),
-                    folded_kernel, strides, "SAME"),
-                (size, size, batch, channels)),
-            (2, 0, 1, 3)),
+        "folded with transposes": lambda: _unfold_batch_from_channels(
+            tf.nn.depthwise_conv2d(
+                _fold_batch_into_channels(images)[0], folded_kernel, strides, "SAME"),
+            channels),
         "folded conv only": lambda: tf.nn.depthwise_conv2d(
             folded, folded_kernel, strides, "SAME"),
         "grouped conv2d": lambda: tf.nn.conv2d(
