@@ -22,15 +22,22 @@ def available(inputs):
 
 
 def per_example_depthwise_conv(inputs, kernels, strides, padding, dilation_rate):
+    inputs, kernels = ops.convert_to_tensor(inputs), ops.convert_to_tensor(kernels)
+    batch = inputs.shape[0]
+    # Split and unstacked, not indexed: the gradient of B slices is B full-size
+    # tensors, zero but for one example, summed (quadratic in B); that of a split is
+    # one concatenation.
     outputs = [
         ops.depthwise_conv(
-            inputs[example : example + 1],
-            kernels[example],
+            example_inputs,
+            example_kernel,
             strides=strides,
             padding=padding,
             data_format="channels_last",
             dilation_rate=dilation_rate,
         )
-        for example in range(inputs.shape[0])
+        for example_inputs, example_kernel in zip(
+            ops.split(inputs, batch, axis=0), ops.unstack(kernels, batch, axis=0)
+        )
     ]
     return ops.concatenate(outputs, axis=0)
