@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import to_numpy
+from conftest import inference, to_numpy
 
 from keras_dynconv import layers
 from keras_dynconv import zoo
@@ -58,7 +58,7 @@ def _small_model_arguments(name):
 def test_builder_runs_and_round_trips_through_keras_files(name, tmp_path, rng):
     model = zoo.get_model(name, **_small_model_arguments(name))
     images = rng.uniform(0, 255, size=(2,) + SMALL_INPUT).astype("float32")
-    probabilities = to_numpy(model(images, training=False))
+    probabilities = inference(model, images)
     assert probabilities.shape == (2, 10)
     np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-5)
     assert np.all(np.isfinite(probabilities))
@@ -67,7 +67,7 @@ def test_builder_runs_and_round_trips_through_keras_files(name, tmp_path, rng):
     reloaded = keras.saving.load_model(path)
     # Same weights, same float32 graph: equal up to summation order.
     np.testing.assert_allclose(
-        to_numpy(reloaded(images, training=False)), probabilities, atol=1e-6, rtol=1e-5
+        inference(reloaded, images), probabilities, atol=1e-6, rtol=1e-5
     )
     assert list(zoo.pyramid_outputs(reloaded)) == list(zoo.pyramid_outputs(model))
 
