@@ -73,14 +73,3 @@ def test_demo_fine_tunes_real_weights_on_digits_and_plots_routing(
     image = matplotlib.image.imread(str(tmp_path / "routing.png"))
     assert image.ndim == 3 and image.shape[1] > image.shape[0]  # two panels side by side
 
-
-def test_shared_routing_example_runs(repo_root):
-    import importlib.util
-    import os
-
-    path = os.path.join(repo_root, "examples", "shared_routing_block.py")
-    spec = importlib.util.spec_from_file_location("shared_routing_block", path)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
-    model = example.main(batch_size=2)
-    assert sum(type(l).__name__ == "CondConv2D" for l in model.layers) == 2

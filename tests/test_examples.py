@@ -30,6 +30,7 @@ def test_shared_routing_block(repo_root):
     model = load_example(repo_root, "shared_routing_block").main(batch_size=2)
     routing = [layer for layer in model.layers if layer.name == "block_routing"]
     assert len(routing) == 1
+    assert sum(type(layer).__name__ == "CondConv2D" for layer in model.layers) == 2
 
 
 def test_detect_shapes_fast(repo_root, tmp_path):
