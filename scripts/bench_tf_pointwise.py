@@ -14,12 +14,11 @@ Median of `--repeats` calls after two warm-up calls.
 
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import tensorflow as tf  # noqa: E402
+from bench_optimizer_share import median_ms as median_ms_after_one_warm_up  # noqa: E402
 
 from keras_dynconv import ops as dynconv_ops  # noqa: E402
 
@@ -30,14 +29,8 @@ CHUNKS = (4, 8, 16, 32)
 
 
 def median_ms(function, repeats):
-    function()
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    function()  # the first call traces the tf.function
+    return median_ms_after_one_warm_up(function, repeats)
 
 
 def condconv_pointwise(images, routing, experts):
@@ -47,40 +40,47 @@ def condconv_pointwise(images, routing, experts):
 
 def in_chunks(size):
     def run(images, routing, experts):
-        pieces = zip(tf.split(images, images.shape[0] // size), tf.split(routing, routing.shape[0] // size))
+        count = images.shape[0] // size
+        pieces = zip(tf.split(images, count), tf.split(routing, count))
         return tf.concat([condconv_pointwise(x, r, experts) for x, r in pieces], axis=0)
 
     return run
 
 
-def gradient_step(forward, weights, images, routing=None):
+def gradient_ms(forward, watched, repeats):
+    """Median ms of the gradient of `sum(forward() ** 2)` with respect to `watched`."""
+
     @tf.function
     def step():
-        watched = [images, weights] + ([] if routing is None else [routing])
         with tf.GradientTape() as tape:
             tape.watch(watched)
             outputs = forward()
             loss = tf.reduce_sum(outputs * outputs)
         return tape.gradient(loss, watched)
 
-    return step
+    return median_ms(step, repeats)
 
 
 def layer_table(batch, repeats):
     print(f"1x1 layer, forward + backward, batch {batch}, ms")
-    print("| H=W | in | out | static | CondConv | " + " | ".join(f"chunks of {g}" for g in CHUNKS) + " |")
+    chunk_columns = " | ".join(f"chunks of {g}" for g in CHUNKS)
+    print(f"| H=W | in | out | static | CondConv | {chunk_columns} |")
     for size, inputs, outputs in SHAPES:
         images = tf.random.normal((batch, size, size, inputs))
         routing = tf.random.uniform((batch, NUM_EXPERTS))
         experts = tf.random.normal((NUM_EXPERTS, inputs, outputs))
         kernel = tf.random.normal((1, 1, inputs, outputs))
+        dynamic_weights = [images, experts, routing]
         times = [
-            median_ms(gradient_step(lambda: tf.nn.conv2d(images, kernel, 1, "VALID"), kernel, images), repeats),
-            median_ms(gradient_step(lambda: condconv_pointwise(images, routing, experts), experts, images, routing), repeats),
+            gradient_ms(lambda: tf.nn.conv2d(images, kernel, 1, "VALID"), [images, kernel],
+                        repeats),
+            gradient_ms(lambda: condconv_pointwise(images, routing, experts), dynamic_weights,
+                        repeats),
         ]
         for chunk in CHUNKS:
             chunked = in_chunks(chunk)
-            times.append(median_ms(gradient_step(lambda: chunked(images, routing, experts), experts, images, routing), repeats))
+            times.append(gradient_ms(lambda: chunked(images, routing, experts), dynamic_weights,
+                                     repeats))
         print(f"| {size} | {inputs} | {outputs} | " + " | ".join(f"{t:.1f}" for t in times) + " |")
 
 
@@ -93,16 +93,22 @@ def matmul_table(batch, repeats):
     experts = tf.random.normal((NUM_EXPERTS, flat))
     kernels = tf.random.normal((batch, inputs, outputs))
     kernel_gradients = tf.random.normal((batch, flat))
+    all_images = tf.reshape(images, (-1, inputs))
+    all_output_gradients = tf.reshape(output_gradient, (-1, outputs))
     steps = {
         "combine kernels: routing @ experts": lambda: tf.matmul(routing, experts),
         "per-example forward: x_b @ K_b": lambda: tf.matmul(images, kernels),
-        "input gradient: dy_b @ K_b^T": lambda: tf.matmul(output_gradient, kernels, transpose_b=True),
-        "per-example kernel gradient: x_b^T @ dy_b": lambda: tf.matmul(images, output_gradient, transpose_a=True),
-        "expert gradient: routing^T @ dK": lambda: tf.matmul(routing, kernel_gradients, transpose_a=True),
-        "routing gradient: dK @ experts^T": lambda: tf.matmul(kernel_gradients, experts, transpose_b=True),
-        "static forward: X @ W": lambda: tf.matmul(tf.reshape(images, (-1, inputs)), kernels[0]),
-        "static kernel gradient: X^T @ dY": lambda: tf.matmul(
-            tf.reshape(images, (-1, inputs)), tf.reshape(output_gradient, (-1, outputs)), transpose_a=True),
+        "input gradient: dy_b @ K_b^T":
+            lambda: tf.matmul(output_gradient, kernels, transpose_b=True),
+        "per-example kernel gradient: x_b^T @ dy_b":
+            lambda: tf.matmul(images, output_gradient, transpose_a=True),
+        "expert gradient: routing^T @ dK":
+            lambda: tf.matmul(routing, kernel_gradients, transpose_a=True),
+        "routing gradient: dK @ experts^T":
+            lambda: tf.matmul(kernel_gradients, experts, transpose_b=True),
+        "static forward: X @ W": lambda: tf.matmul(all_images, kernels[0]),
+        "static kernel gradient: X^T @ dY":
+            lambda: tf.matmul(all_images, all_output_gradients, transpose_a=True),
     }
     print(f"\nmatmuls of the {size}x{size} {inputs} -> {outputs} layer, batch {batch}, ms")
     for name, step in steps.items():

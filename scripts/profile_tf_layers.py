@@ -14,25 +14,14 @@ not equal to, a training step (no optimizer, other memory state).
 import argparse
 import collections
 import os
-import statistics
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from bench_optimizer_share import median_ms  # noqa: E402  (scripts/ is on sys.path)
 
 from keras_dynconv import zoo  # noqa: E402
-
-
-def median_ms(function, repeats):
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def _concrete(value, batch):
