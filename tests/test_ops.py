@@ -220,6 +220,36 @@ def test_tf_one_conv_per_example_path_equals_the_generic_path_with_gradients(
     _assert_depthwise_fast_path_equals_generic(monkeypatch, tf_depthwise, case, 2, rng)
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the TensorFlow gradient")
+@pytest.mark.parametrize(
+    "case",
+    [
+        (2, 7, 7, 6, 6, (5, 5), 2, "same", 1),
+        (3, 9, 8, 4, 4, (3, 3), 2, "same", 1),
+        (2, 8, 8, 3, 3, (3, 2), 2, "valid", 1),
+        (2, 9, 9, 5, 5, (5, 5), 1, "valid", 1),
+    ],
+)
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_tf_correlation_kernel_gradient_equals_the_generic_path(rng, monkeypatch, case, multiplier):
+    """The kernel gradient as a correlation (`tf_depthwise.conv_with_correlation_gradient`),
+    forced for every kernel size, against the folded path's autodiff."""
+    monkeypatch.setattr(taps, "use_taps", lambda inputs: False)
+    monkeypatch.setattr(
+        tf_depthwise, "correlation_gradient_pays", lambda kernel_size, dilation_rate: True
+    )
+    _assert_depthwise_fast_path_equals_generic(monkeypatch, tf_depthwise, case, multiplier, rng)
+
+
+def test_tf_correlation_kernel_gradient_is_taken_for_large_undilated_kernels():
+    pays = tf_depthwise.correlation_gradient_pays
+    on_tensorflow = BACKEND == "tensorflow"
+    assert pays((5, 5), 1) is on_tensorflow
+    assert pays((3, 5), (1, 1)) is on_tensorflow
+    assert not pays((3, 3), 1)
+    assert not pays((5, 5), 2)
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="the TensorFlow path")
 def test_tf_one_conv_per_example_path_needs_a_known_small_batch():
     import tensorflow as tf
