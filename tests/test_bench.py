@@ -226,14 +226,17 @@ def _markdown_rows(text):
     return [dict(zip(cells[0], row)) for row in cells[2:]]
 
 
-def test_report_writes_csv_markdown_machine_and_plot(measured, tmp_path):
+def test_report_writes_csv_markdown_machine_and_plot(measured, tmp_path, monkeypatch):
     plan, result = measured
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "2147483648")
     report = bench.write_report(result, plan, str(tmp_path), command="keras-dynconv bench ...")
     assert sorted(os.listdir(tmp_path)) == [
         "machine.json", "ratios.png", "results.csv", "results.md"]
     assert bench.read_csv(report.paths["csv"]) == report.rows
     with open(report.paths["markdown"]) as file:
-        table = _markdown_rows(file.read())
+        markdown = file.read()
+    table = _markdown_rows(markdown)
+    assert "Environment: `MALLOC_TRIM_THRESHOLD_=2147483648`" in markdown
     assert [(r["model"], r["mode"], r["ratio"]) for r in table] == [
         (BASELINE, "inference", "1.000"), (OTHER, "inference", f"{report.rows[1]['ratio']:.3f}"),
         (OTHER, "train", "-")]
@@ -245,6 +248,7 @@ def test_report_writes_csv_markdown_machine_and_plot(measured, tmp_path):
     assert machine["backends"][BACKEND]["versions"]["keras"] == keras.__version__
     assert machine["cpu_model"] and machine["cpu_count"] >= 1 and machine["date"]
     assert machine["command"] == "keras-dynconv bench ..."
+    assert machine["environment"]["MALLOC_TRIM_THRESHOLD_"] == "2147483648"
     assert machine["plan"]["baseline"] == BASELINE
     with open(report.paths["plot"], "rb") as file:
         assert file.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -177,8 +177,12 @@ def markdown_report(rows, machine, notes):
         machine["command"] or "(not recorded)",
         "```",
         "",
-        markdown_table(rows),
     ]
+    environment = machine.get("environment")
+    if environment:
+        settings = ", ".join(f"`{name}={value}`" for name, value in environment.items())
+        lines += [f"Environment: {settings}.", ""]
+    lines += [markdown_table(rows)]
     if notes:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
@@ -211,8 +215,34 @@ def installed_versions():
     return versions
 
 
+# Settings that change timings without changing the code: thread counts, compiler
+# flags, the allocator (glibc's MALLOC_* variables, a preloaded jemalloc/tcmalloc).
+_TIMING_VARIABLES = (
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS", "XLA_FLAGS", "TF_XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS",
+    "LD_PRELOAD",
+)
+
+
+def timing_environment(environ=None):
+    """The environment variables set here that change timings (`_TIMING_VARIABLES` and
+    every `MALLOC_*`), name -> value; the benchmark's workers inherit them.
+
+    Example:
+    >>> timing_environment({"MALLOC_TRIM_THRESHOLD_": "2147483648", "HOME": "/root"})
+    {'MALLOC_TRIM_THRESHOLD_': '2147483648'}
+    """
+    environ = os.environ if environ is None else environ
+    return {
+        name: environ[name]
+        for name in sorted(environ)
+        if name in _TIMING_VARIABLES or name.startswith("MALLOC_")
+    }
+
+
 def machine_description(backends, command=None, plan=None):
-    """What `machine.json` holds: date, CPU, cores, GPU, versions, command, plan.
+    """What `machine.json` holds: date, CPU, cores, GPU, versions, command, the
+    environment variables that change timings, plan.
 
     `backends` is `BenchmarkResult.backends` (each backend's device and versions).
 
@@ -232,6 +262,7 @@ def machine_description(backends, command=None, plan=None):
         "versions": installed_versions(),
         "backends": backends,
         "command": command,
+        "environment": timing_environment(),
         "plan": None if plan is None else json.loads(plan.to_json()),
     }
 
