@@ -1,6 +1,6 @@
 """Forward + backward time of every layer of EfficientNet-B0 and CondConv-EfficientNet-B0.
 
-    python scripts/profile_tf_layers.py [--batch 64] [--repeats 3]
+    python scripts/profile_tf_layers.py [--batch 64] [--repeats 3] [--forward]
 
 TensorFlow without XLA, as Keras trains on a CPU. Each layer is called on random
 inputs of the shapes it sees in the model, in its own `tf.function`, with the gradient
@@ -8,7 +8,8 @@ of the sum of its output with respect to its floating-point inputs and its train
 weights; median of `--repeats` calls after one warm-up call. Prints the time per layer
 type for both models, then each dynamic layer of the CondConv model against the static
 layer of the same name. Layers timed alone, outside the model: the sums are close to,
-not equal to, a training step (no optimizer, other memory state).
+not equal to, a training step (no optimizer, other memory state). `--forward` times
+inference calls instead (`training=False`, no gradient), as `model.predict` runs them.
 """
 
 import argparse
@@ -30,8 +31,9 @@ def _concrete(value, batch):
     return value
 
 
-def layer_gradient_step(layer, batch):
-    """A `tf.function` computing the layer's input and weight gradients on random inputs."""
+def layer_gradient_step(layer, batch, forward_only=False):
+    """A `tf.function` computing the layer's input and weight gradients on random inputs
+    (with `forward_only`, its inference output)."""
     node = layer._inbound_nodes[0]
     args = tf.nest.map_structure(lambda v: _concrete(v, batch), node.arguments.args)
     kwargs = tf.nest.map_structure(lambda v: _concrete(v, batch), node.arguments.kwargs)
@@ -43,6 +45,8 @@ def layer_gradient_step(layer, batch):
 
     @tf.function
     def step():
+        if forward_only:
+            return layer(*args, **kwargs, training=False)
         with tf.GradientTape() as tape:
             tape.watch(inputs)
             outputs = layer(*args, **kwargs, training=True)
@@ -52,10 +56,13 @@ def layer_gradient_step(layer, batch):
     return step
 
 
-def layer_times(model, batch, repeats):
+def layer_times(model, batch, repeats, forward_only=False):
     """`{layer name: (layer type, milliseconds)}` in the model's order."""
     return {
-        layer.name: (type(layer).__name__, median_ms(layer_gradient_step(layer, batch), repeats))
+        layer.name: (
+            type(layer).__name__,
+            median_ms(layer_gradient_step(layer, batch, forward_only), repeats),
+        )
         for layer in model.layers
         if not isinstance(layer, keras.layers.InputLayer)
     }
@@ -66,6 +73,8 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num-experts", type=int, default=8)
+    parser.add_argument("--forward", action="store_true",
+                        help="time inference calls, not forward + backward")
     args = parser.parse_args()
     models = {
         "EfficientNet-B0": zoo.efficientnet_b0(weights=None),
@@ -73,10 +82,14 @@ def main():
             weights=None, num_experts=args.num_experts
         ),
     }
-    times = {name: layer_times(model, args.batch, args.repeats) for name, model in models.items()}
+    times = {
+        name: layer_times(model, args.batch, args.repeats, args.forward)
+        for name, model in models.items()
+    }
     (static_name, static), (dynamic_name, dynamic) = times.items()
 
-    print(f"batch {args.batch}, forward + backward per layer, median of {args.repeats}\n")
+    what = "inference call" if args.forward else "forward + backward"
+    print(f"batch {args.batch}, {what} per layer, median of {args.repeats}\n")
     for name, rows in times.items():
         by_type = collections.Counter()
         for layer_type, ms in rows.values():

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import BACKEND, to_numpy
+from conftest import to_numpy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
