@@ -210,6 +210,32 @@ def test_torch_conv_fast_path_equals_the_generic_path_with_gradients(
     _assert_depthwise_fast_path_equals_generic(monkeypatch, torch_conv, case, multiplier, rng)
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="the torch gradient")
+@pytest.mark.parametrize("case", [CONV_CASES[0], CONV_CASES[1], TAPS_CASES[-3]])
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_torch_correlation_weight_gradient_equals_the_generic_path(
+    rng, monkeypatch, case, multiplier
+):
+    """The folded depthwise convolution's weight gradient as a correlation
+    (`torch_conv.correlation_weight_gradient`), forced for every kernel size."""
+    calls = []
+
+    def forced(kernel_size, dilation_rate):
+        calls.append(kernel_size)
+        return True
+
+    monkeypatch.setattr(torch_conv, "correlation_gradient_pays", forced)
+    _assert_depthwise_fast_path_equals_generic(monkeypatch, torch_conv, case, multiplier, rng)
+    assert calls
+
+
+def test_torch_correlation_weight_gradient_is_taken_for_large_undilated_kernels():
+    pays = torch_conv.correlation_gradient_pays
+    assert pays((5, 5), 1) and pays((3, 5), (1, 1))
+    assert not pays((3, 3), 1)
+    assert not pays((5, 5), 2)
+
+
 @pytest.mark.parametrize("case", [CONV_CASES[1], CONV_CASES[2], TAPS_CASES[-3]])
 def test_tf_one_conv_per_example_path_equals_the_generic_path_with_gradients(
     rng, monkeypatch, case
@@ -266,6 +292,34 @@ def test_tf_one_conv_per_example_path_needs_a_known_small_batch():
 
     unknown_batch(keras.ops.ones((2, 5, 5, 3)), keras.ops.ones((2, 3, 3, 3, 1)))
     assert seen == [False]
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the TensorFlow path")
+def test_tf_per_example_path_trains_with_an_unknown_image_size(rng):
+    """A known batch and unknown height and width (a fully convolutional model): the
+    one-conv-per-example path with TensorFlow's own kernel gradient, equal to the
+    correlation gradient of the same call with the size known."""
+    import tensorflow as tf
+
+    inputs, kernels = _random(rng, 2, 6, 7, 3), _random(rng, 2, 5, 5, 3, 1)
+
+    signature = [tf.TensorSpec((2, None, None, 3)), tf.TensorSpec((2, 5, 5, 3, 1))]
+
+    @tf.function(input_signature=signature)
+    def kernel_gradient(x, k):
+        with tf.GradientTape() as tape:
+            tape.watch(k)
+            loss = tf.reduce_sum(dc.per_example_depthwise_conv(x, k, 1, "same") ** 2)
+        return tape.gradient(loss, k)
+
+    with tf.GradientTape() as tape:
+        known = [tf.constant(inputs), tf.constant(kernels)]
+        tape.watch(known[1])
+        loss = tf.reduce_sum(dc.per_example_depthwise_conv(*known, 1, "same") ** 2)
+    np.testing.assert_allclose(
+        kernel_gradient(inputs, kernels).numpy(), tape.gradient(loss, known[1]).numpy(),
+        atol=1e-3, rtol=1e-4,
+    )
 
 
 @pytest.mark.parametrize("case", TAPS_CASES)

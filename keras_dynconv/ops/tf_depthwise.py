@@ -45,7 +45,9 @@ def correlation_gradient_pays(kernel_size, dilation_rate):
 
 def per_example_depthwise_conv(inputs, kernels, strides, padding, dilation_rate):
     inputs, kernels = ops.convert_to_tensor(inputs), ops.convert_to_tensor(kernels)
-    if correlation_gradient_pays(kernels.shape[1:3], dilation_rate):
+    # The correlation's padding and crop need the spatial size when traced.
+    spatial_size_known = None not in tuple(inputs.shape[1:3])
+    if spatial_size_known and correlation_gradient_pays(kernels.shape[1:3], dilation_rate):
         return conv_with_correlation_gradient(inputs, kernels, strides, padding)
     return _one_conv_per_example(inputs, kernels, strides, padding, dilation_rate)
 

@@ -7,10 +7,16 @@ one convolution. On this project's 2-core CPU that is 35 ms for a 5x5 layer of
 CondConv-EfficientNet-B0 at batch 32 against 12 ms for the static layer. A permuted
 view of a channels-last tensor already is torch's channels-last memory format, so
 this path calls `torch.nn.functional.conv2d` on views and copies twice: to fold the
-batch into the channels and back. The shared-kernel convolutions of the zoo's static
+batch into the channels and back. The weight gradient of that folded convolution is
+torch's weak spot past 3x3 kernels (353 ms for a 5x5 layer at 7x7x1152, batch 32, against
+5 ms for the input gradient): there it is computed as the correlation of the padded
+input with the output gradient, one depthwise convolution (9 ms;
+`scripts/profile_torch_ops.py --train` shows the whole-model share). The shared-kernel convolutions of the zoo's static
 layers (`conv`, `depthwise_conv`) copy nothing, where `keras.ops.conv` copies the
 activations three times per layer. Equal to the generic paths (tests/test_ops.py).
 """
+
+import functools
 
 import keras
 
@@ -19,34 +25,63 @@ from keras_dynconv.ops.taps import output_size_and_padding
 from keras_dynconv.ops.taps import pair
 
 
+# torch's own depthwise weight gradient is the faster one up to this kernel size.
+LARGEST_NATIVE_GRADIENT_KERNEL = 3
+
+
 def available(inputs):
     """Whether the convolutions can take this path (torch, not exporting)."""
     return keras.backend.backend() == "torch" and not portability.active()
 
 
-def _conv2d_on_views(nchw, weight, groups, strides, padding, dilation_rate):
-    """`conv2d` of an NCHW view of channels-last memory; returns NCHW, channels-last memory."""
+def correlation_gradient_pays(kernel_size, dilation_rate):
+    """Whether the folded depthwise weight gradient should be the correlation: kernels
+    larger than `LARGEST_NATIVE_GRADIENT_KERNEL`, undilated."""
+    return max(kernel_size) > LARGEST_NATIVE_GRADIENT_KERNEL and pair(dilation_rate) == (1, 1)
+
+
+def _padding(nchw, kernel_size, strides, dilation_rate, padding):
+    """`(nchw, torch_padding)`: symmetric "same" padding as conv2d's argument, asymmetric
+    padding applied to the input (channels-last memory kept)."""
+    import torch
+    import torch.nn.functional as functional
+
+    if padding.lower() != "same":
+        return nchw, [0, 0]
+    pads = [
+        output_size_and_padding(size, kernel, stride, dilation, "same")[1]
+        for size, kernel, stride, dilation in zip(
+            nchw.shape[2:], kernel_size, pair(strides), pair(dilation_rate)
+        )
+    ]
+    if all(before == after for before, after in pads):
+        return nchw, [before for before, _ in pads]
+    (top, bottom), (left, right) = pads
+    padded = functional.pad(nchw, (left, right, top, bottom))
+    return padded.contiguous(memory_format=torch.channels_last), [0, 0]
+
+
+def _conv2d_on_views(nchw, weight, groups, strides, padding, dilation_rate, folded=False):
+    """`conv2d` of an NCHW view of channels-last memory; returns NCHW, channels-last memory.
+
+    `folded`: a depthwise convolution of the batch folded into the channels, whose
+    weight gradient may be the correlation (module docstring)."""
     import torch
     import torch.nn.functional as functional
 
     strides, dilation_rate = pair(strides), pair(dilation_rate)
-    torch_padding = 0
-    if padding.lower() == "same":
-        pads = [
-            output_size_and_padding(size, kernel, stride, dilation, "same")[1]
-            for size, kernel, stride, dilation in zip(
-                nchw.shape[2:], weight.shape[2:], strides, dilation_rate
-            )
-        ]
-        if all(before == after for before, after in pads):
-            torch_padding = [before for before, _ in pads]
-        else:
-            (top, bottom), (left, right) = pads
-            nchw = functional.pad(nchw, (left, right, top, bottom))
-            nchw = nchw.contiguous(memory_format=torch.channels_last)
+    nchw, torch_padding = _padding(nchw, weight.shape[2:], strides, dilation_rate, padding)
+    weight = weight.to(nchw.dtype)
+    if (
+        folded
+        and correlation_gradient_pays(weight.shape[2:], dilation_rate)
+        and torch.is_grad_enabled()
+        and weight.requires_grad
+    ):
+        return _folded_depthwise_function().apply(nchw, weight, strides, torch_padding)
     return functional.conv2d(
         nchw,
-        weight.to(nchw.dtype),
+        weight,
         stride=strides,
         padding=torch_padding,
         dilation=dilation_rate,
@@ -95,8 +130,66 @@ def per_example_depthwise_conv(inputs, kernels, strides, padding, dilation_rate)
         batch * channels * multiplier, 1, kernel_h, kernel_w
     )
     outputs = _conv2d_on_views(
-        folded.permute(0, 3, 1, 2), weight, batch * channels, strides, padding, dilation_rate
+        folded.permute(0, 3, 1, 2), weight, batch * channels, strides, padding, dilation_rate,
+        folded=True,
     )
     out_h, out_w = outputs.shape[2], outputs.shape[3]
     outputs = outputs.permute(0, 2, 3, 1).reshape(out_h, out_w, batch, channels * multiplier)
     return outputs.permute(2, 0, 1, 3).contiguous()
+
+
+@functools.cache
+def _folded_depthwise_function():
+    """The folded depthwise convolution (`[1, G, H, W]`, `groups = G`) as a
+    `torch.autograd.Function` whose weight gradient is `correlation_weight_gradient`."""
+    import torch
+    import torch.nn.functional as functional
+
+    class FoldedDepthwiseConv(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, inputs, weight, strides, padding):
+            ctx.save_for_backward(inputs, weight)
+            ctx.strides, ctx.padding = strides, padding
+            return functional.conv2d(
+                inputs, weight, stride=strides, padding=padding, groups=inputs.shape[1]
+            )
+
+        @staticmethod
+        def backward(ctx, output_gradient):
+            inputs, weight = ctx.saved_tensors
+            input_gradient = weight_gradient = None
+            if ctx.needs_input_grad[0]:
+                input_gradient = torch.ops.aten.convolution_backward(
+                    output_gradient, inputs, weight, None, list(ctx.strides),
+                    list(ctx.padding), [1, 1], False, [0, 0], inputs.shape[1],
+                    [True, False, False],
+                )[0]
+            if ctx.needs_input_grad[1]:
+                weight_gradient = correlation_weight_gradient(
+                    inputs, output_gradient, weight.shape[2:], ctx.strides, ctx.padding
+                )
+            return input_gradient, weight_gradient, None, None
+
+    return FoldedDepthwiseConv
+
+
+def correlation_weight_gradient(inputs, output_gradient, kernel_size, strides, padding):
+    """`[G*M, 1, kh, kw]`: the weight gradient of a depthwise convolution of one image
+    `inputs` `[1, G, H, W]` (M outputs per channel).
+
+    `dW[g*M + m, 0, i, j] = sum_(h, w) padded[0, g, h*sh + i, w*sw + j] * dY[0, g*M + m, h, w]`:
+    the padded input (each channel repeated M times) convolved with the output gradient
+    as a depthwise filter, dilated by the stride.
+    """
+    import torch.nn.functional as functional
+
+    (kernel_h, kernel_w), (pad_h, pad_w) = kernel_size, padding
+    multiplier = output_gradient.shape[1] // inputs.shape[1]
+    padded = functional.pad(inputs, (pad_w, pad_w, pad_h, pad_h)) if pad_h or pad_w else inputs
+    if multiplier > 1:
+        padded = padded.repeat_interleave(multiplier, dim=1)
+    correlation = functional.conv2d(
+        padded, output_gradient.transpose(0, 1), dilation=strides, groups=padded.shape[1]
+    )
+    # Rows past the kernel's are windows the forward pass never reached.
+    return correlation[:, :, :kernel_h, :kernel_w].transpose(0, 1).contiguous()
