@@ -8,12 +8,12 @@ CondConv-EfficientNet-B0 at batch 32 against 12 ms for the static layer. A permu
 view of a channels-last tensor already is torch's channels-last memory format, so
 this path calls `torch.nn.functional.conv2d` on views and copies twice: to fold the
 batch into the channels and back. The weight gradient of that folded convolution is
-torch's weak spot past 3x3 kernels (353 ms for a 5x5 layer at 7x7x1152, batch 32,
-against 5 ms for the input gradient): there it is computed as the correlation of the
-padded input with the output gradient, one depthwise convolution (9 ms;
-`scripts/profile_torch_ops.py --train` shows the whole-model share). The shared-kernel
-convolutions of the zoo's static layers (`conv`, `depthwise_conv`) copy nothing, where `keras.ops.conv` copies the
-activations three times per layer. Equal to the generic paths (tests/test_ops.py).
+torch's weak spot past 3x3 kernels (368 ms for a 5x5 layer at 7x7x1152, batch 32,
+against 4.5 ms for the input gradient): there it is computed as the correlation of the
+padded input with the output gradient, one depthwise convolution (13 ms;
+`scripts/bench_torch_depthwise_gradient.py`). The shared-kernel convolutions of the
+zoo's static layers (`conv`, `depthwise_conv`) copy nothing, where `keras.ops.conv`
+copies the activations three times per layer. Equal to the generic paths (tests/test_ops.py).
 """
 
 import functools
