@@ -12,28 +12,18 @@ kernels larger than 3x3 (`torch_conv.correlation_weight_gradient`, checked equal
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import torch  # noqa: E402
 import torch.nn.functional as functional  # noqa: E402
+from bench_optimizer_share import median_ms  # noqa: E402  (scripts/ is on sys.path)
 
 from keras_dynconv.ops import torch_conv  # noqa: E402
 
 # (height = width, channels, kernel size, stride)
 SHAPES = [(7, 1152, 5, 1), (14, 672, 5, 1), (14, 672, 5, 2), (14, 480, 5, 1),
           (28, 240, 5, 1), (56, 144, 3, 1)]
-
-
-def median_ms(function, repeats):
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[repeats // 2] * 1e3
 
 
 def main():
