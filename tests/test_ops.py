@@ -229,6 +229,78 @@ def test_torch_correlation_weight_gradient_equals_the_generic_path(
     assert calls
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="the torch inference path")
+@pytest.mark.parametrize("case", [CONV_CASES[1], TAPS_CASES[-3], TAPS_CASES[-1]])
+@pytest.mark.parametrize("examples_per_chunk", [1, 2])
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_torch_depthwise_inference_chunks_equal_the_generic_path(
+    rng, monkeypatch, case, examples_per_chunk, multiplier
+):
+    """Inference (no gradient wanted) takes the depthwise convolution a chunk of examples
+    at a time, the last chunk shorter when the batch does not divide; training folds the
+    whole batch. Both equal the generic path (`_assert_depthwise_fast_path_equals_generic`
+    computes the outputs without gradients, then the gradients)."""
+    batch, h, w, channels = case[:4]
+    monkeypatch.setattr(
+        torch_conv, "DEPTHWISE_CHUNK_BYTES", examples_per_chunk * h * w * channels * 4
+    )
+    folds = []
+    fold = torch_conv._folded_depthwise_conv
+    monkeypatch.setattr(
+        torch_conv, "_folded_depthwise_conv",
+        lambda inputs, *args: folds.append(inputs.shape[0]) or fold(inputs, *args),
+    )
+    _assert_depthwise_fast_path_equals_generic(monkeypatch, torch_conv, case, multiplier, rng)
+    chunks = [min(examples_per_chunk, batch - start) for start in range(0, batch, examples_per_chunk)]
+    # The inference call in chunks, then the whole batch for each of the two gradients.
+    assert folds[: len(chunks)] == chunks
+    assert folds[len(chunks):] == [batch]
+
+
+POINTWISE_CASES = [
+    # (batch, H, W, Cin, Cout, strides)
+    (3, 5, 4, 6, 7, 1),
+    (4, 7, 7, 5, 3, 2),
+    (1, 3, 3, 4, 4, 1),
+]
+
+
+@pytest.mark.parametrize("case", POINTWISE_CASES)
+@pytest.mark.parametrize("examples_per_chunk", [1, 2, 64])
+def test_per_example_conv_of_experts_matches_loop(rng, monkeypatch, case, examples_per_chunk):
+    """1x1 kernels combined and applied in chunks (torch inference), or combined for the
+    whole batch (every other case), against a NumPy loop over examples."""
+    batch, h, w, cin, cout, strides = case
+    inputs = _random(rng, batch, h, w, cin)
+    experts = _random(rng, 4, 1, 1, cin, cout)
+    routing = rng.uniform(size=(batch, 4)).astype("float32")
+    kernels = np.einsum("be,eijkl->bijkl", routing, experts)
+    expected = np.stack(
+        [reference.conv2d(x, k, strides, "same") for x, k in zip(inputs, kernels)]
+    )
+    monkeypatch.setattr(torch_conv, "POINTWISE_CHUNK_BYTES", examples_per_chunk * cin * cout * 4)
+    out = dc.per_example_conv_of_experts(inputs, experts, routing, strides, "same")
+    np.testing.assert_allclose(to_numpy(out), expected, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the torch inference path")
+def test_torch_pointwise_chunks_only_for_inference_on_a_cpu(rng):
+    """The chunked 1x1 path writes into preallocated buffers: never where a gradient is
+    wanted, nor for 3x3 kernels or mixed dtypes."""
+    import torch
+
+    inputs = torch.tensor(_random(rng, 2, 4, 4, 3))
+    experts = torch.tensor(_random(rng, 4, 1, 1, 3, 5), requires_grad=True)
+    routing = torch.tensor(_random(rng, 2, 4))
+    assert not torch_conv.inference_available(inputs, experts, routing)
+    with torch.no_grad():
+        assert torch_conv.inference_available(inputs, experts, routing)
+        assert not torch_conv.inference_available(inputs, experts.double(), routing)
+    out = dc.per_example_conv_of_experts(inputs, experts, routing)
+    torch.sum(out).backward()
+    assert experts.grad is not None and torch.all(torch.isfinite(experts.grad))
+
+
 def test_torch_correlation_weight_gradient_is_taken_for_large_undilated_kernels():
     pays = torch_conv.correlation_gradient_pays
     assert pays((5, 5), 1) and pays((3, 5), (1, 1))

@@ -128,6 +128,11 @@ class CondConv2D(_SpatialExpertLayer):
     def apply_per_example(self, inputs, kernels):
         return dynconv_ops.per_example_conv(inputs, kernels, **self._conv_arguments())
 
+    def apply_per_example_experts(self, inputs, experts, routing_weights):
+        return dynconv_ops.per_example_conv_of_experts(
+            inputs, experts, routing_weights, **self._conv_arguments()
+        )
+
     def apply_mixture(self, inputs, experts, routing_weights):
         return dynconv_ops.mixture_conv(
             inputs, experts, routing_weights, **self._conv_arguments()

@@ -114,6 +114,13 @@ class ExpertLayer(keras.layers.Layer):
     def apply_per_example(self, inputs, kernels):
         raise NotImplementedError
 
+    def apply_per_example_experts(self, inputs, experts, routing_weights):
+        """The per-example strategy from the experts; a layer whose core op can skip
+        forming every example's kernel overrides this."""
+        return self.apply_per_example(
+            inputs, dynconv_ops.combine_experts(routing_weights, experts)
+        )
+
     def apply_mixture(self, inputs, experts, routing_weights):
         raise NotImplementedError
 
@@ -203,8 +210,7 @@ class ExpertLayer(keras.layers.Layer):
         if strategy == "mixture":
             outputs = self.apply_mixture(inputs, experts, routing_weights)
         else:
-            kernels = dynconv_ops.combine_experts(routing_weights, experts)
-            outputs = self.apply_per_example(inputs, kernels)
+            outputs = self.apply_per_example_experts(inputs, experts, routing_weights)
         if self.use_bias:
             bias = dynconv_ops.combine_experts(routing_weights, self.bias)
             broadcast_shape = (-1,) + (1,) * (len(outputs.shape) - 2) + (bias.shape[-1],)

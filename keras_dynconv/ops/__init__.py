@@ -10,6 +10,7 @@ from keras_dynconv.ops.aggregation import mixture_conv
 from keras_dynconv.ops.aggregation import mixture_dense
 from keras_dynconv.ops.aggregation import mixture_depthwise_conv
 from keras_dynconv.ops.aggregation import per_example_conv
+from keras_dynconv.ops.aggregation import per_example_conv_of_experts
 from keras_dynconv.ops.aggregation import per_example_dense
 from keras_dynconv.ops.aggregation import per_example_depthwise_conv
 from keras_dynconv.ops.convolution import conv
@@ -24,6 +25,7 @@ __all__ = [
     "mixture_dense",
     "mixture_depthwise_conv",
     "per_example_conv",
+    "per_example_conv_of_experts",
     "per_example_dense",
     "per_example_depthwise_conv",
     "portable",

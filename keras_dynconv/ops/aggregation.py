@@ -146,6 +146,53 @@ def per_example_conv(
     return _unfold_batch_from_channels(outputs, out_channels)
 
 
+def per_example_conv_of_experts(
+    inputs,
+    experts,
+    routing_weights,
+    strides=1,
+    padding="valid",
+    dilation_rate=1,
+    data_format=None,
+):
+    """`per_example_conv` with the kernels `combine_experts(routing_weights, experts)`.
+
+    Args:
+        inputs: `[B, H, W, Cin]`.
+        experts: `[E, kh, kw, Cin, Cout]`.
+        routing_weights: `[B, E]`.
+        strides, padding, dilation_rate, data_format: as in `per_example_conv`.
+
+    Returns:
+        `[B, H', W', Cout]`.
+
+    For inference on torch (CPU), 1x1 kernels are combined and applied a chunk of
+    examples at a time, in a buffer that stays in the cache
+    (`keras_dynconv.ops.torch_conv.pointwise_conv_of_experts`); everywhere else the
+    kernels are combined for the whole batch, then `per_example_conv`.
+
+    Example:
+    >>> experts, routing = keras.ops.ones((4, 1, 1, 3, 5)), keras.ops.ones((2, 4))
+    >>> tuple(per_example_conv_of_experts(keras.ops.ones((2, 8, 8, 3)), experts, routing).shape)
+    (2, 8, 8, 5)
+    """
+    _check_channels_last(data_format)
+    if tuple(experts.shape[1:3]) == (1, 1) and torch_conv.inference_available(
+        inputs, experts, routing_weights
+    ):
+        return torch_conv.pointwise_conv_of_experts(
+            _strided_pointwise_input(inputs, strides), experts, routing_weights
+        )
+    return per_example_conv(
+        inputs,
+        combine_experts(routing_weights, experts),
+        strides=strides,
+        padding=padding,
+        dilation_rate=dilation_rate,
+        data_format=data_format,
+    )
+
+
 def per_example_depthwise_conv(
     inputs,
     kernels,
