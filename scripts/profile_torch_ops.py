@@ -1,6 +1,7 @@
 """Where CondConv-EfficientNet-B0's extra time goes on torch, op by op.
 
     python scripts/profile_torch_ops.py [--batch 32] [--calls 3] [--top 30] [--train]
+    python scripts/profile_torch_ops.py --layers [--batch 32] [--calls 5] [--top 30]
 
 Eager `torch.no_grad()` inference, as `keras-dynconv bench` runs it. Both models are
 called once to warm up, then `--calls` times each in turns under `torch.profiler`; the
@@ -10,11 +11,19 @@ static). Identical layers of the two models also differ by a few ms from call to
 memory-bound ops pay page faults that depend on the allocator's state. `--train` profiles
 a forward (`training=True`) and backward pass of the sum of the outputs instead, the
 optimizer's update left out.
+
+`--layers` times each Keras layer's `call` instead (no profiler: wall time, median over
+the calls, both models called in turns), and prints the layers whose time differs most
+from the layer of the same name in the other model, then the totals per layer class. The
+profiler's own overhead, which grows with the number of ops, makes op-level differences
+of identical layers look larger than they are; layer wall times do not have that bias.
 """
 
 import argparse
 import collections
 import os
+import statistics
+import time
 
 os.environ["KERAS_BACKEND"] = "torch"
 
@@ -47,6 +56,50 @@ def op_times(model, images, calls, step=inference):
     return times
 
 
+def layer_times(static, dynamic, images, calls):
+    """`{model: {layer name: median ms}}` of each layer's `call`, models called in turns."""
+    times = {id(model): collections.defaultdict(list) for model in (static, dynamic)}
+    for model in (static, dynamic):
+        for layer in model.layers:
+            def timed(*args, _call=layer.call, _samples=times[id(model)][layer.name], **kwargs):
+                start = time.perf_counter()
+                outputs = _call(*args, **kwargs)
+                _samples.append(time.perf_counter() - start)
+                return outputs
+
+            layer.call = timed
+    for model in (static, dynamic):
+        inference(model, images)
+        for samples in times[id(model)].values():
+            samples.clear()
+    for _ in range(calls):
+        for model in (static, dynamic):
+            inference(model, images)
+    return [{name: 1e3 * statistics.median(samples)
+             for name, samples in times[id(model)].items() if samples}
+            for model in (static, dynamic)]
+
+
+def print_layer_times(static, dynamic, images, calls, top):
+    static_ms, dynamic_ms = layer_times(static, dynamic, images, calls)
+    print(f"inference, wall ms per call, median of {calls}: sum over layers "
+          f"EfficientNet-B0 {sum(static_ms.values()):.0f}, "
+          f"CondConv-EfficientNet-B0 {sum(dynamic_ms.values()):.0f}\n")
+    print(f"{'CondConv - B0':>13s} {'CondConv':>9s}  layer (class in CondConv-B0)")
+    ranked = sorted(dynamic_ms, key=lambda name: -abs(dynamic_ms[name] - static_ms.get(name, 0)))
+    for name in ranked[:top]:
+        kind = type(dynamic.get_layer(name)).__name__
+        print(f"{dynamic_ms[name] - static_ms.get(name, 0):+13.1f} {dynamic_ms[name]:9.1f}  "
+              f"{name} ({kind})")
+    by_class = collections.defaultdict(lambda: [0.0, 0.0])
+    for column, (model, times) in enumerate(((static, static_ms), (dynamic, dynamic_ms))):
+        for name, ms in times.items():
+            by_class[type(model.get_layer(name)).__name__][column] += ms
+    print(f"\n{'layer class':24s} {'B0 ms':>8s} {'CondConv ms':>12s}")
+    for kind, (static_total, dynamic_total) in sorted(by_class.items(), key=lambda kv: -max(kv[1])):
+        print(f"{kind:24s} {static_total:8.1f} {dynamic_total:12.1f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -55,12 +108,17 @@ def main():
     parser.add_argument("--num-experts", type=int, default=8)
     parser.add_argument("--train", action="store_true",
                         help="profile forward and backward passes, not inference")
+    parser.add_argument("--layers", action="store_true",
+                        help="time each layer's call (inference) instead of profiling ops")
     args = parser.parse_args()
     images = torch.from_numpy(
         np.random.default_rng(0).uniform(0, 255, (args.batch, 224, 224, 3)).astype("float32")
     )
     static = zoo.efficientnet_b0(weights=None)
     dynamic = zoo.condconv_efficientnet_b0(weights=None, num_experts=args.num_experts)
+    if args.layers:
+        print_layer_times(static, dynamic, images, args.calls, args.top)
+        return
     step = forward_backward if args.train else inference
     step(static, images)
     step(dynamic, images)
