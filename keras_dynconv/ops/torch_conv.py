@@ -11,9 +11,12 @@ batch into the channels and back. The weight gradient of that folded convolution
 torch's weak spot past 3x3 kernels (368 ms for a 5x5 layer at 7x7x1152, batch 32,
 against 4.5 ms for the input gradient): there it is computed as the correlation of the
 padded input with the output gradient, one depthwise convolution (13 ms;
-`scripts/bench_torch_depthwise_gradient.py`). The shared-kernel convolutions of the
-zoo's static layers (`conv`, `depthwise_conv`) copy nothing, where `keras.ops.conv`
-copies the activations three times per layer. Equal to the generic paths (tests/test_ops.py).
+`scripts/bench_torch_depthwise_gradient.py`). For inference on a CPU the folded
+depthwise convolution and the 1x1 CondConv kernels go a chunk of examples at a time, so
+that a chunk's data stays in cache (`DEPTHWISE_CHUNK_BYTES`, `POINTWISE_CHUNK_BYTES`;
+`scripts/bench_torch_chunks.py`). The shared-kernel convolutions of the zoo's static
+layers (`conv`, `depthwise_conv`) copy nothing, where `keras.ops.conv` copies the
+activations three times per layer. Equal to the generic paths (tests/test_ops.py).
 """
 
 import functools
