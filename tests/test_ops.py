@@ -465,13 +465,45 @@ def test_static_conv_equals_keras_with_gradients(rng, case, groups):
     np.testing.assert_allclose(kernel_gradient, expected_kernel_gradient, atol=1e-3, rtol=1e-4)
 
 
+@pytest.mark.parametrize("pool_size, strides, padding, h, w", [
+    (3, 2, "valid", 9, 9),     # ResNet's stem pooling
+    (3, 2, "same", 9, 9),      # symmetric padding: torch pads
+    (3, 2, "same", 8, 8),      # asymmetric: Keras' op
+    ((2, 3), (1, 2), "same", 7, 8),
+    ((2, 3), (1, 2), "valid", 7, 8),
+    ((3, 3), (1, 2), "same", 7, 9),
+    (2, None, "valid", 6, 7),
+])
+def test_max_pool_equals_keras_with_gradients(rng, pool_size, strides, padding, h, w):
+    """`max_pool` (the zoo's max pooling) against Keras' op: outputs and input gradients,
+    negative inputs included (padding must never win)."""
+    inputs = _random(rng, 2, h, w, 5)
+
+    def ours(x):
+        return dc.max_pool(x, pool_size, strides, padding)
+
+    def keras_op(x):
+        # Keras 3.15's JAX op fails with strides=None and an int pool size.
+        return keras.ops.max_pool(x, pool_size, strides or pool_size, padding)
+
+    expected = to_numpy(keras_op(inputs))
+    np.testing.assert_allclose(to_numpy(ours(inputs)), expected, atol=ATOL, rtol=RTOL)
+    projection = keras.ops.convert_to_tensor(_random(rng, *expected.shape))
+    (got,), (want,) = (
+        gradients(lambda x: keras.ops.sum(function(x) * projection), [inputs])
+        for function in (ours, keras_op)
+    )
+    np.testing.assert_allclose(got, want, atol=ATOL, rtol=RTOL)
+
+
 @pytest.mark.parametrize("make, keras_class", [
     (lambda: layers.Conv2D(6, 3, strides=2, padding="same", use_bias=True, activation="relu"),
      keras.layers.Conv2D),
     (lambda: layers.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2,
                                     use_bias=True, activation="relu"),
      keras.layers.DepthwiseConv2D),
-], ids=["Conv2D", "DepthwiseConv2D"])
+    (lambda: layers.MaxPooling2D(3, strides=2, padding="same"), keras.layers.MaxPooling2D),
+], ids=["Conv2D", "DepthwiseConv2D", "MaxPooling2D"])
 def test_static_layers_are_keras_layers_with_the_fast_paths(rng, make, keras_class):
     ours = make()
     reference_layer = keras_class.from_config(ours.get_config())

@@ -1,5 +1,5 @@
 """The aggregation core: every dynamic layer computes through these functions
-(and `depthwise_conv`, the static depthwise convolution with the same fast paths).
+(and `conv`, `depthwise_conv` and `max_pool`, static ops with the same fast paths).
 
 They are written in `keras.ops` only, so they run unchanged on TensorFlow, JAX and
 PyTorch, inside `jit`, and with a batch size that is unknown at trace time.
@@ -15,12 +15,14 @@ from keras_dynconv.ops.aggregation import per_example_dense
 from keras_dynconv.ops.aggregation import per_example_depthwise_conv
 from keras_dynconv.ops.convolution import conv
 from keras_dynconv.ops.depthwise import depthwise_conv
+from keras_dynconv.ops.pooling import max_pool
 from keras_dynconv.ops.portability import portable
 
 __all__ = [
     "combine_experts",
     "conv",
     "depthwise_conv",
+    "max_pool",
     "mixture_conv",
     "mixture_dense",
     "mixture_depthwise_conv",

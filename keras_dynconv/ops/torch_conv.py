@@ -130,6 +130,18 @@ def depthwise_conv(inputs, kernel, strides, padding, dilation_rate):
     return outputs.permute(0, 2, 3, 1)
 
 
+def max_pool(inputs, pool_size, strides, padding):
+    """2D max pooling of channels-last `inputs` with symmetric `padding` `[ph, pw]`
+    (pads never win), with no copy of the activations."""
+    import torch.nn.functional as functional
+
+    inputs = keras.ops.convert_to_tensor(inputs)
+    outputs = functional.max_pool2d(
+        inputs.permute(0, 3, 1, 2), pool_size, stride=strides, padding=padding
+    )
+    return outputs.permute(0, 2, 3, 1)
+
+
 def per_example_depthwise_conv(inputs, kernels, strides, padding, dilation_rate):
     inputs, kernels = keras.ops.convert_to_tensor(inputs), keras.ops.convert_to_tensor(kernels)
     batch, _, _, channels = inputs.shape

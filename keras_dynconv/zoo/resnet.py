@@ -145,7 +145,7 @@ def build_resnet(
     x = keras.layers.ReLU(name="conv1_relu")(x)
     x = arguments.pyramid_level(x, 1)
     x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
-    x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    x = dynamic_layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
 
     num_blocks = sum(stages)
     index = 0
