@@ -1,14 +1,17 @@
 """Max pooling on torch: Keras' layer against `keras_dynconv.layers.MaxPooling2D`.
 
-    python scripts/bench_max_pool.py [--batch 32] [--repeats 9]
+    python scripts/bench_max_pool.py [--batch 32] [--repeats 9] [--model resnet50]
 
 ResNet-50's stem pooling (3x3, stride 2, on the zero-padded 114x114x64 activations) and
 one "same" pooling, eager under `torch.no_grad()`, median ms of `--repeats` calls;
-outputs checked equal.
+outputs checked equal. With `--model`, also that zoo model built twice, with
+`keras_dynconv.layers.MaxPooling2D` and with Keras' layer in its place, called in turns
+(one process, so that process-to-process noise does not enter the comparison).
 """
 
 import argparse
 import os
+import time
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -18,6 +21,7 @@ import torch  # noqa: E402
 from bench_optimizer_share import median_ms  # noqa: E402  (scripts/ is on sys.path)
 
 from keras_dynconv import layers  # noqa: E402
+from keras_dynconv import zoo  # noqa: E402
 
 # (height = width, channels, pool size, stride, padding)
 SHAPES = [(114, 64, 3, 2, "valid"), (56, 256, 3, 1, "same")]
@@ -27,6 +31,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--model", help="a zoo model to time both ways, e.g. resnet50")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     print(f"batch {args.batch}, {keras.backend.backend()}, {torch.get_num_threads()} threads")
@@ -45,6 +50,35 @@ def main():
             times = [median_ms(lambda: layer(inputs), args.repeats) for layer in (theirs, ours)]
         print(f"| {size}x{size}x{channels} | {pool}x{pool}, stride {stride}, {padding} | "
               f"{times[0]:.1f} | {times[1]:.1f} |")
+    if args.model:
+        time_model(args.model, args.batch, args.repeats, rng)
+
+
+def time_model(name, batch, repeats, rng):
+    ours = zoo.get_model(name, weights=None)
+    ours_class = layers.MaxPooling2D
+    layers.MaxPooling2D = keras.layers.MaxPooling2D  # the zoo builds through this name
+    try:
+        theirs = zoo.get_model(name, weights=None)
+    finally:
+        layers.MaxPooling2D = ours_class
+    theirs.set_weights(ours.get_weights())
+    images = keras.ops.convert_to_tensor(
+        rng.uniform(0, 255, (batch, 224, 224, 3)).astype("float32")
+    )
+    times = {"Keras' MaxPooling2D": [], "keras_dynconv's MaxPooling2D": []}
+    with torch.no_grad():
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(images, training=False)),
+                                   keras.ops.convert_to_numpy(theirs(images, training=False)),
+                                   atol=1e-4, rtol=1e-4)
+        for _ in range(repeats):
+            for label, model in zip(times, (theirs, ours)):
+                start = time.perf_counter()
+                model(images, training=False)
+                times[label].append(1e3 * (time.perf_counter() - start))
+    print(f"\n{name}, batch {batch}, called in turns, median of {repeats}:")
+    for label, samples in times.items():
+        print(f"- {label}: {np.median(samples):.0f} ms")
 
 
 if __name__ == "__main__":

@@ -647,6 +647,49 @@ def test_symbolic_batch_in_jax_export(rng):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=ATOL, rtol=RTOL)
 
 
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_stable_top_k_matches_a_stable_sort(rng, k):
+    """Largest first, ties (including -0.0 and 0.0) in index order, against NumPy's
+    stable sort; on torch this is the integer-key `topk` path."""
+    values = rng.choice(np.array([-2.5, -0.0, 0.0, 0.5, 0.5, 1e-30, 3.0], "float32"), (4, 6))
+    values[0] = 0.5  # a dead selector: every score equal
+    values[1] = rng.standard_normal(6)
+    values[2] = [-1.0, -0.0, 0.0, -0.0, -1.0, 0.0]
+    indices, top = dc.stable_top_k(values, k)
+    expected = np.argsort(-values, axis=-1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(to_numpy(indices), expected)
+    np.testing.assert_array_equal(to_numpy(top), np.take_along_axis(values, expected, -1))
+
+
+def test_channel_gather_and_add_match_numpy_with_gradients(rng):
+    """`take_channels` and `add_to_leading_channels` (the MoD blocks' gather and
+    scatter; on torch a `gather` and an add into a copy) against NumPy, and their
+    gradients against the generic ops."""
+    inputs = _random(rng, 3, 4, 5, 7)
+    channels = np.array([[6, 0], [2, 2], [1, 5]], "int32")
+    update = _random(rng, 3, 4, 5, 2)
+    expected = np.take_along_axis(inputs, channels[:, None, None, :], axis=-1)
+    np.testing.assert_array_equal(to_numpy(dc.take_channels(inputs, channels)), expected)
+    added = inputs.copy()
+    added[..., :2] += update
+    np.testing.assert_allclose(
+        to_numpy(dc.add_to_leading_channels(inputs, update)), added, atol=ATOL, rtol=RTOL
+    )
+    projection = keras.ops.convert_to_tensor(_random(rng, 3, 4, 5, 7))
+
+    def ours(x, u):
+        return keras.ops.sum(dc.add_to_leading_channels(x, dc.take_channels(x, channels) * u)
+                             * projection)
+
+    def generic(x, u):
+        picked = keras.ops.take_along_axis(x, channels[:, None, None, :], axis=-1)
+        both = keras.ops.concatenate([x[..., :2] + picked * u, x[..., 2:]], axis=-1)
+        return keras.ops.sum(both * projection)
+
+    for got, want in zip(gradients(ours, [inputs, update]), gradients(generic, [inputs, update])):
+        np.testing.assert_allclose(got, want, atol=ATOL, rtol=RTOL)
+
+
 def test_channels_first_is_refused(rng):
     with pytest.raises(NotImplementedError, match="channels_last"):
         dc.per_example_conv(

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_dynconv import ops as dynconv_ops
 from keras_dynconv.layers import validation
 
 
@@ -105,17 +106,13 @@ class MoDBlock(keras.layers.Layer):
         self._check_input_shape(inputs.shape)
         k = self.num_selected
         scores = self.channel_scores(inputs)
-        # A stable sort, not top_k: on ties (e.g. a dead selector gives every channel
+        # Stable, not keras.ops.top_k: on ties (e.g. a dead selector gives every channel
         # 0.5) every backend then picks the lowest channel indices.
-        top_channels = ops.argsort(-scores, axis=-1)[:, :k]
-        top_scores = ops.take_along_axis(scores, top_channels, axis=-1)
-        batch, height, width = ops.shape(inputs)[:3]
-        gather_shape = (batch, height, width, k)
-        indices = ops.broadcast_to(top_channels[:, None, None, :], gather_shape)
-        selected = ops.take_along_axis(inputs, indices, axis=-1)
+        top_channels, top_scores = dynconv_ops.stable_top_k(scores, k)
+        selected = dynconv_ops.take_channels(inputs, top_channels)
         processed = self.block(selected, training=training)
         scaled = processed * ops.cast(top_scores[:, None, None, :], processed.dtype)
-        return ops.concatenate([inputs[..., :k] + scaled, inputs[..., k:]], axis=-1)
+        return dynconv_ops.add_to_leading_channels(inputs, scaled)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

@@ -17,8 +17,12 @@ from keras_dynconv.ops.convolution import conv
 from keras_dynconv.ops.depthwise import depthwise_conv
 from keras_dynconv.ops.pooling import max_pool
 from keras_dynconv.ops.portability import portable
+from keras_dynconv.ops.selection import add_to_leading_channels
+from keras_dynconv.ops.selection import stable_top_k
+from keras_dynconv.ops.selection import take_channels
 
 __all__ = [
+    "add_to_leading_channels",
     "combine_experts",
     "conv",
     "depthwise_conv",
@@ -31,4 +35,6 @@ __all__ = [
     "per_example_dense",
     "per_example_depthwise_conv",
     "portable",
+    "stable_top_k",
+    "take_channels",
 ]
