@@ -2,6 +2,7 @@
 
     python scripts/profile_torch_ops.py [--batch 32] [--calls 3] [--top 30] [--train]
     python scripts/profile_torch_ops.py --layers [--batch 32] [--calls 5] [--top 30]
+        [--models resnet50,resnet75_mod]
 
 Eager `torch.no_grad()` inference, as `keras-dynconv bench` runs it. Both models are
 called once to warm up, then `--calls` times each in turns under `torch.profiler`; the
@@ -16,7 +17,8 @@ optimizer's update left out.
 the calls, both models called in turns), and prints the layers whose time differs most
 from the layer of the same name in the other model, then the totals per layer class. The
 profiler's own overhead, which grows with the number of ops, makes op-level differences
-of identical layers look larger than they are; layer wall times do not have that bias.
+of identical layers look larger than they are; layer wall times do not have that bias. `--models
+BASELINE,OTHER` compares two other zoo models layer by layer.
 """
 
 import argparse
@@ -83,9 +85,9 @@ def layer_times(static, dynamic, images, calls):
 def print_layer_times(static, dynamic, images, calls, top):
     static_ms, dynamic_ms = layer_times(static, dynamic, images, calls)
     print(f"inference, wall ms per call, median of {calls}: sum over layers "
-          f"EfficientNet-B0 {sum(static_ms.values()):.0f}, "
-          f"CondConv-EfficientNet-B0 {sum(dynamic_ms.values()):.0f}\n")
-    print(f"{'CondConv - B0':>13s} {'CondConv':>9s}  layer (class in CondConv-B0)")
+          f"{static.name} {sum(static_ms.values()):.0f}, "
+          f"{dynamic.name} {sum(dynamic_ms.values()):.0f}\n")
+    print(f"{'other - base':>13s} {'other':>9s}  layer (class in {dynamic.name})")
     ranked = sorted(dynamic_ms, key=lambda name: -abs(dynamic_ms[name] - static_ms.get(name, 0)))
     for name in ranked[:top]:
         kind = type(dynamic.get_layer(name)).__name__
@@ -95,9 +97,9 @@ def print_layer_times(static, dynamic, images, calls, top):
     for column, (model, times) in enumerate(((static, static_ms), (dynamic, dynamic_ms))):
         for name, ms in times.items():
             by_class[type(model.get_layer(name)).__name__][column] += ms
-    print(f"\n{'layer class':24s} {'B0 ms':>8s} {'CondConv ms':>12s}")
+    print(f"\n{'layer class':24s} {'base ms':>8s} {'other ms':>9s}")
     for kind, (static_total, dynamic_total) in sorted(by_class.items(), key=lambda kv: -max(kv[1])):
-        print(f"{kind:24s} {static_total:8.1f} {dynamic_total:12.1f}")
+        print(f"{kind:24s} {static_total:8.1f} {dynamic_total:9.1f}")
 
 
 def main():
@@ -106,6 +108,8 @@ def main():
     parser.add_argument("--calls", type=int, default=3)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--num-experts", type=int, default=8)
+    parser.add_argument("--models", help="with --layers: BASELINE,OTHER zoo model names "
+                        "(default: EfficientNet-B0 and CondConv-EfficientNet-B0)")
     parser.add_argument("--train", action="store_true",
                         help="profile forward and backward passes, not inference")
     parser.add_argument("--layers", action="store_true",
@@ -114,8 +118,13 @@ def main():
     images = torch.from_numpy(
         np.random.default_rng(0).uniform(0, 255, (args.batch, 224, 224, 3)).astype("float32")
     )
-    static = zoo.efficientnet_b0(weights=None)
-    dynamic = zoo.condconv_efficientnet_b0(weights=None, num_experts=args.num_experts)
+    if args.models:
+        if not args.layers:
+            parser.error("--models works with --layers")
+        static, dynamic = (zoo.get_model(name, weights=None) for name in args.models.split(","))
+    else:
+        static = zoo.efficientnet_b0(weights=None)
+        dynamic = zoo.condconv_efficientnet_b0(weights=None, num_experts=args.num_experts)
     if args.layers:
         print_layer_times(static, dynamic, images, args.calls, args.top)
         return
