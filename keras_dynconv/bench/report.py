@@ -216,11 +216,12 @@ def installed_versions():
 
 
 # Settings that change timings without changing the code: thread counts, compiler
-# flags, the allocator (glibc's MALLOC_* variables, a preloaded jemalloc/tcmalloc).
+# flags, the allocator (glibc's MALLOC_* variables, a preloaded jemalloc/tcmalloc,
+# torch's huge pages for large CPU tensors).
 _TIMING_VARIABLES = (
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
     "TF_NUM_INTEROP_THREADS", "XLA_FLAGS", "TF_XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS",
-    "LD_PRELOAD",
+    "LD_PRELOAD", "THP_MEM_ALLOC_ENABLE",
 )
 
 
@@ -229,8 +230,9 @@ def timing_environment(environ=None):
     every `MALLOC_*`), name -> value; the benchmark's workers inherit them.
 
     Example:
-    >>> timing_environment({"MALLOC_TRIM_THRESHOLD_": "2147483648", "HOME": "/root"})
-    {'MALLOC_TRIM_THRESHOLD_': '2147483648'}
+    >>> timing_environment({"MALLOC_TRIM_THRESHOLD_": "2147483648", "HOME": "/root",
+    ...                     "THP_MEM_ALLOC_ENABLE": "1"})
+    {'MALLOC_TRIM_THRESHOLD_': '2147483648', 'THP_MEM_ALLOC_ENABLE': '1'}
     """
     environ = os.environ if environ is None else environ
     return {
