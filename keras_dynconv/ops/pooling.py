@@ -11,7 +11,6 @@ import keras
 from keras import ops
 
 from keras_dynconv.ops import torch_conv
-from keras_dynconv.ops.taps import output_size_and_padding
 from keras_dynconv.ops.taps import pair
 
 
@@ -35,10 +34,7 @@ def max_pool(inputs, pool_size, strides=None, padding="valid", data_format=None)
     pool_size = pair(pool_size)
     strides = pool_size if strides is None else pair(strides)
     if data_format == "channels_last" and len(inputs.shape) == 4 and torch_conv.available(inputs):
-        pads = [
-            output_size_and_padding(size, window, stride, 1, padding.lower())[1]
-            for size, window, stride in zip(inputs.shape[1:3], pool_size, strides)
-        ]
+        pads = torch_conv.padding_amounts(inputs.shape[1:3], pool_size, strides, 1, padding)
         if all(before == after for before, after in pads):
             return torch_conv.max_pool(inputs, pool_size, strides, [before for before, _ in pads])
     return ops.max_pool(inputs, pool_size, strides, padding, data_format)

@@ -16,7 +16,7 @@ every broadcast index: 9.0 against 4.5 ms at [32, 56, 56, 256]) and an add into 
 import keras
 from keras import ops
 
-from keras_dynconv.ops import portability
+from keras_dynconv.ops import torch_conv
 
 
 def stable_top_k(values, k):
@@ -28,7 +28,7 @@ def stable_top_k(values, k):
     >>> keras.ops.convert_to_numpy(indices).tolist()
     [[1, 0]]
     """
-    if _torch_fast_path():
+    if torch_conv.available(values):
         indices = _torch_stable_top_k_indices(values, k)
     else:
         indices = ops.argsort(-values, axis=-1)[..., :k]
@@ -44,7 +44,7 @@ def take_channels(inputs, channels):
     >>> keras.ops.convert_to_numpy(take_channels(x, [[3, 0]])).tolist()
     [[[[3.0, 0.0], [7.0, 4.0]]]]
     """
-    if _torch_fast_path():
+    if torch_conv.available(inputs):
         import torch
 
         inputs = keras.ops.convert_to_tensor(inputs)
@@ -64,16 +64,12 @@ def add_to_leading_channels(inputs, update):
     [[1.0, 1.0, 0.0]]
     """
     k = update.shape[-1]
-    if _torch_fast_path():
+    if torch_conv.available(inputs):
         inputs, update = keras.ops.convert_to_tensor(inputs), keras.ops.convert_to_tensor(update)
         outputs = inputs.clone()
         outputs[..., :k] += update
         return outputs
     return ops.concatenate([inputs[..., :k] + update, inputs[..., k:]], axis=-1)
-
-
-def _torch_fast_path():
-    return keras.backend.backend() == "torch" and not portability.active()
 
 
 def _torch_stable_top_k_indices(values, k):

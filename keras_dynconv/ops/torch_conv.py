@@ -51,6 +51,17 @@ def correlation_gradient_pays(kernel_size, dilation_rate):
     return max(kernel_size) > LARGEST_NATIVE_GRADIENT_KERNEL and pair(dilation_rate) == (1, 1)
 
 
+def padding_amounts(sizes, kernel_size, strides, dilation_rate, padding):
+    """`[(before, after)]` per spatial axis of `sizes`, as TensorFlow pads for
+    `padding` ("valid" or "same")."""
+    return [
+        output_size_and_padding(size, kernel, stride, dilation, padding.lower())[1]
+        for size, kernel, stride, dilation in zip(
+            sizes, kernel_size, pair(strides), pair(dilation_rate)
+        )
+    ]
+
+
 def _padding(nchw, kernel_size, strides, dilation_rate, padding):
     """`(nchw, torch_padding)`: symmetric "same" padding as conv2d's argument, asymmetric
     padding applied to the input (channels-last memory kept)."""
@@ -59,12 +70,7 @@ def _padding(nchw, kernel_size, strides, dilation_rate, padding):
 
     if padding.lower() != "same":
         return nchw, [0, 0]
-    pads = [
-        output_size_and_padding(size, kernel, stride, dilation, "same")[1]
-        for size, kernel, stride, dilation in zip(
-            nchw.shape[2:], kernel_size, pair(strides), pair(dilation_rate)
-        )
-    ]
+    pads = padding_amounts(nchw.shape[2:], kernel_size, strides, dilation_rate, padding)
     if all(before == after for before, after in pads):
         return nchw, [before for before, _ in pads]
     (top, bottom), (left, right) = pads
