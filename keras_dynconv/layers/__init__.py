@@ -10,12 +10,14 @@ from keras_dynconv.layers.dynamic_conv import DynamicDepthwiseConv2D
 from keras_dynconv.layers.expert_layer import ExpertLayer
 from keras_dynconv.layers.strategy import resolve_strategy
 from keras_dynconv.layers.mod_block import MoDBlock
+from keras_dynconv.layers.normalization import BatchNormalization
 from keras_dynconv.layers.pooling import MaxPooling2D
 from keras_dynconv.layers.routing import Routing
 from keras_dynconv.layers.sparse_dynamic_conv import SparseDynamicConv2D
 from keras_dynconv.layers.sparse_dynamic_conv import SparseDynamicDepthwiseConv2D
 
 __all__ = [
+    "BatchNormalization",
     "CondConv2D",
     "CondDense",
     "CondDepthwiseConv2D",

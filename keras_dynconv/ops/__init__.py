@@ -1,5 +1,6 @@
 """The aggregation core: every dynamic layer computes through these functions
-(and `conv`, `depthwise_conv` and `max_pool`, static ops with the same fast paths).
+(and `conv`, `depthwise_conv`, `max_pool` and `batch_normalization`, static ops with
+the same fast paths).
 
 They are written in `keras.ops` only, so they run unchanged on TensorFlow, JAX and
 PyTorch, inside `jit`, and with a batch size that is unknown at trace time.
@@ -15,6 +16,7 @@ from keras_dynconv.ops.aggregation import per_example_dense
 from keras_dynconv.ops.aggregation import per_example_depthwise_conv
 from keras_dynconv.ops.convolution import conv
 from keras_dynconv.ops.depthwise import depthwise_conv
+from keras_dynconv.ops.normalization import batch_normalization
 from keras_dynconv.ops.pooling import max_pool
 from keras_dynconv.ops.portability import portable
 from keras_dynconv.ops.selection import add_to_leading_channels
@@ -23,6 +25,7 @@ from keras_dynconv.ops.selection import take_channels
 
 __all__ = [
     "add_to_leading_channels",
+    "batch_normalization",
     "combine_experts",
     "conv",
     "depthwise_conv",

@@ -223,7 +223,7 @@ class LayerFactory:
         )
 
     def batch_norm(self, inputs, name):
-        return keras.layers.BatchNormalization(
+        return dynamic_layers.BatchNormalization(
             epsilon=self.bn_epsilon, momentum=self.bn_momentum, name=name
         )(inputs)
 

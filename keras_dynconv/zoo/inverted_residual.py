@@ -121,7 +121,7 @@ def _mod_inner_block(channels, arch, group, name):
     """The inverted residual a MoD block runs on its k selected channels."""
 
     def batch_norm(suffix):
-        return keras.layers.BatchNormalization(
+        return dynamic_layers.BatchNormalization(
             epsilon=arch.bn_epsilon, momentum=arch.bn_momentum, name=f"{name}_{suffix}"
         )
 

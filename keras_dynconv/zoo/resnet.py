@@ -35,7 +35,7 @@ def _mod_bottleneck(channels, bn_epsilon, name):
     mid = max(channels // EXPANSION, 1)
 
     def batch_norm(suffix):
-        return keras.layers.BatchNormalization(epsilon=bn_epsilon, name=f"{name}_{suffix}")
+        return dynamic_layers.BatchNormalization(epsilon=bn_epsilon, name=f"{name}_{suffix}")
 
     return keras.Sequential(
         [

@@ -1,0 +1,47 @@
+"""`BatchNormalization`: Keras' layer, normalising through
+`keras_dynconv.ops.batch_normalization`."""
+
+import keras
+from keras import ops
+
+from keras_dynconv.ops.normalization import batch_normalization
+
+
+@keras.saving.register_keras_serializable(package="keras_dynconv")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` that normalises in one pass on torch.
+
+    Same arguments, weights, configuration and results as Keras' layer (a subclass:
+    weight converters, `isinstance` checks and `transfer`'s freezing treat it as one).
+    Where it uses its moving statistics (inference, or frozen with `trainable=False`)
+    and no mask is given, it normalises through
+    `keras_dynconv.ops.batch_normalization`: one pass over a channels-last view on
+    torch, where Keras' op makes three (CondConv-EfficientNet-B0's 49 layers at batch 32
+    on a 2-core CPU: see zoo/benchmarks/README.md). Training steps are Keras' own. The
+    zoo's batch normalisation layers are this class.
+
+    Example:
+    >>> layer = BatchNormalization()
+    >>> tuple(layer(keras.ops.ones((2, 4, 4, 3))).shape)
+    (2, 4, 4, 3)
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if (training and self.trainable) or mask is not None:
+            return super().call(inputs, training=training, mask=mask)
+        # As Keras' layer: statistics in at least float32, the result in compute dtype.
+        inputs = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+
+        def cast(variable):
+            return ops.cast(variable, inputs.dtype)
+
+        outputs = batch_normalization(
+            inputs,
+            cast(self.moving_mean),
+            cast(self.moving_variance),
+            axis=self.axis,
+            offset=cast(self.beta) if self.center else None,
+            scale=cast(self.gamma) if self.scale else None,
+            epsilon=self.epsilon,
+        )
+        return ops.cast(outputs, self.compute_dtype)
