@@ -24,6 +24,7 @@ import functools
 import keras
 
 from keras_dynconv.ops import portability
+from keras_dynconv.ops import torch_weights
 from keras_dynconv.ops.taps import output_size_and_padding
 from keras_dynconv.ops.taps import pair
 
@@ -118,9 +119,9 @@ def conv(inputs, kernel, strides, padding, dilation_rate):
         # keras.ops.conv has the same error).
         stride_h, stride_w = pair(strides)
         inputs, strides = inputs[:, ::stride_h, ::stride_w, :], 1
+    weight = torch_weights.conv_weight(kernel, inference_available(inputs, kernel))
     outputs = _conv2d_on_views(
-        inputs.permute(0, 3, 1, 2), kernel.permute(3, 2, 0, 1), groups, strides, padding,
-        dilation_rate,
+        inputs.permute(0, 3, 1, 2), weight, groups, strides, padding, dilation_rate
     )
     return outputs.permute(0, 2, 3, 1)
 
@@ -128,10 +129,9 @@ def conv(inputs, kernel, strides, padding, dilation_rate):
 def depthwise_conv(inputs, kernel, strides, padding, dilation_rate):
     """`keras.ops.depthwise_conv` (channels_last) with no copy of the activations."""
     inputs, kernel = keras.ops.convert_to_tensor(inputs), keras.ops.convert_to_tensor(kernel)
-    kernel_h, kernel_w, channels, multiplier = kernel.shape
-    weight = kernel.permute(2, 3, 0, 1).reshape(channels * multiplier, 1, kernel_h, kernel_w)
+    weight = torch_weights.depthwise_weight(kernel, inference_available(inputs, kernel))
     outputs = _conv2d_on_views(
-        inputs.permute(0, 3, 1, 2), weight, channels, strides, padding, dilation_rate
+        inputs.permute(0, 3, 1, 2), weight, kernel.shape[2], strides, padding, dilation_rate
     )
     return outputs.permute(0, 2, 3, 1)
 

@@ -1,0 +1,67 @@
+"""Static convolution kernels in torch's layout, made once per weight value for inference.
+
+A Keras kernel `[kh, kw, I, O]` is, permuted, an `[O, I, kh, kw]` view that is neither
+contiguous nor channels-last, so every torch convolution of it first copies it: a
+transposing copy that cost more than the convolution itself at batch 1 on this
+project's 2-core CPU (3x3, 256 -> 256 at 14x14: 4.0 against 1.1 ms with a channels-last
+kernel; 1x1, 512 -> 2048 at 7x7: 5.7 against 1.2 ms; `python scripts/bench_torch_weights.py`).
+For inference the layout is made once and kept while the weight is unchanged: the key is
+the weight tensor itself (a Keras variable's torch parameter), its storage and its
+version counter, which every in-place write (`assign`, `set_weights`, optimizer steps,
+`load_state_dict`) increments. A training step, which wants gradients through the
+layout, takes the view as before. The kept copies cost as much memory as the static
+kernels they were made from; they go with their weight tensor.
+"""
+
+import weakref
+
+# id(weight) -> (weak reference to the weight, (layout, storage, version), kernel)
+_LAYOUTS = {}
+
+
+def conv_weight(kernel, cacheable):
+    """`[O, I, kh, kw]` of a `[kh, kw, I, O]` kernel, in channels-last memory (the
+    layout torch's CPU convolution of channels-last inputs takes without a copy) when
+    `cacheable`, else the permuted view."""
+    if not _keeps(kernel, cacheable):
+        return kernel.permute(3, 2, 0, 1)
+    return _kept(kernel, "conv", _channels_last_conv_weight)
+
+
+def depthwise_weight(kernel, cacheable):
+    """`[C*M, 1, kh, kw]` of a `[kh, kw, C, M]` depthwise kernel (a copy unless kept)."""
+    if not _keeps(kernel, cacheable):
+        return _grouped_depthwise_weight(kernel)
+    return _kept(kernel, "depthwise", _grouped_depthwise_weight)
+
+
+def _channels_last_conv_weight(kernel):
+    import torch
+
+    return kernel.permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
+
+
+def _grouped_depthwise_weight(kernel):
+    kernel_h, kernel_w, channels, multiplier = kernel.shape
+    return kernel.permute(2, 3, 0, 1).reshape(channels * multiplier, 1, kernel_h, kernel_w)
+
+
+def _keeps(kernel, cacheable):
+    """Only persistent weights are kept: a Keras variable's value is a torch parameter;
+    any other tensor (a kernel computed in the call) would never be asked for again."""
+    import torch
+
+    return cacheable and isinstance(kernel, torch.nn.Parameter)
+
+
+def _kept(kernel, layout, make):
+    key = id(kernel)
+    state = (layout, kernel.data_ptr(), kernel._version)
+    entry = _LAYOUTS.get(key)
+    if entry is not None and entry[0]() is kernel and entry[1] == state:
+        return entry[2]
+    weight = make(kernel.detach())
+    # The callback runs as the weight is freed, before its id can be reused.
+    reference = weakref.ref(kernel, lambda _, key=key: _LAYOUTS.pop(key, None))
+    _LAYOUTS[key] = (reference, state, weight)
+    return weight
