@@ -12,7 +12,6 @@ turns (one process, so that process-to-process noise does not enter the comparis
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -20,9 +19,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bench_optimizer_share import median_ms  # noqa: E402  (scripts/ is on sys.path)
+from layer_swap_ab import time_model_with_keras_layer  # noqa: E402
 
 from keras_dynconv import layers  # noqa: E402
-from keras_dynconv import zoo  # noqa: E402
 
 # (height = width, channels) of EfficientNet-B0's normalised activations
 SHAPES = [(112, 32), (56, 144), (14, 672), (7, 1152)]
@@ -44,7 +43,7 @@ def main():
             time_layers(batch, size, channels, args.repeats, rng)
     for name in filter(None, args.models.split(",")):
         for batch in batch_sizes:
-            time_model(name, batch, args.repeats, rng)
+            time_model_with_keras_layer(name, "BatchNormalization", batch, args.repeats, rng)
 
 
 def time_layers(batch, size, channels, repeats, rng):
@@ -63,33 +62,6 @@ def time_layers(batch, size, channels, repeats, rng):
         times = [median_ms(lambda: layer(inputs, training=False), repeats)
                  for layer in (theirs, ours)]
     print(f"| {batch}x{size}x{size}x{channels} | {times[0]:.2f} | {times[1]:.2f} |")
-
-
-def time_model(name, batch, repeats, rng):
-    ours = zoo.get_model(name, weights=None)
-    ours_class = layers.BatchNormalization
-    layers.BatchNormalization = keras.layers.BatchNormalization  # the zoo builds through this name
-    try:
-        theirs = zoo.get_model(name, weights=None)
-    finally:
-        layers.BatchNormalization = ours_class
-    theirs.set_weights(ours.get_weights())
-    images = keras.ops.convert_to_tensor(
-        rng.uniform(0, 255, (batch, 224, 224, 3)).astype("float32")
-    )
-    times = {"Keras' BatchNormalization": [], "keras_dynconv's BatchNormalization": []}
-    with torch.no_grad():
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(images, training=False)),
-                                   keras.ops.convert_to_numpy(theirs(images, training=False)),
-                                   atol=1e-4, rtol=1e-4)
-        for _ in range(repeats):
-            for label, model in zip(times, (theirs, ours)):
-                start = time.perf_counter()
-                model(images, training=False)
-                times[label].append(1e3 * (time.perf_counter() - start))
-    print(f"\n{name}, batch {batch}, called in turns, median of {repeats}:")
-    for label, samples in times.items():
-        print(f"- {label}: {np.median(samples):.1f} ms")
 
 
 if __name__ == "__main__":

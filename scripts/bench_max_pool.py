@@ -11,7 +11,6 @@ outputs checked equal. With `--model`, also that zoo model built twice, with
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -19,9 +18,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bench_optimizer_share import median_ms  # noqa: E402  (scripts/ is on sys.path)
+from layer_swap_ab import time_model_with_keras_layer  # noqa: E402
 
 from keras_dynconv import layers  # noqa: E402
-from keras_dynconv import zoo  # noqa: E402
 
 # (height = width, channels, pool size, stride, padding)
 SHAPES = [(114, 64, 3, 2, "valid"), (56, 256, 3, 1, "same")]
@@ -51,34 +50,7 @@ def main():
         print(f"| {size}x{size}x{channels} | {pool}x{pool}, stride {stride}, {padding} | "
               f"{times[0]:.1f} | {times[1]:.1f} |")
     if args.model:
-        time_model(args.model, args.batch, args.repeats, rng)
-
-
-def time_model(name, batch, repeats, rng):
-    ours = zoo.get_model(name, weights=None)
-    ours_class = layers.MaxPooling2D
-    layers.MaxPooling2D = keras.layers.MaxPooling2D  # the zoo builds through this name
-    try:
-        theirs = zoo.get_model(name, weights=None)
-    finally:
-        layers.MaxPooling2D = ours_class
-    theirs.set_weights(ours.get_weights())
-    images = keras.ops.convert_to_tensor(
-        rng.uniform(0, 255, (batch, 224, 224, 3)).astype("float32")
-    )
-    times = {"Keras' MaxPooling2D": [], "keras_dynconv's MaxPooling2D": []}
-    with torch.no_grad():
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(images, training=False)),
-                                   keras.ops.convert_to_numpy(theirs(images, training=False)),
-                                   atol=1e-4, rtol=1e-4)
-        for _ in range(repeats):
-            for label, model in zip(times, (theirs, ours)):
-                start = time.perf_counter()
-                model(images, training=False)
-                times[label].append(1e3 * (time.perf_counter() - start))
-    print(f"\n{name}, batch {batch}, called in turns, median of {repeats}:")
-    for label, samples in times.items():
-        print(f"- {label}: {np.median(samples):.0f} ms")
+        time_model_with_keras_layer(args.model, "MaxPooling2D", args.batch, args.repeats, rng)
 
 
 if __name__ == "__main__":
