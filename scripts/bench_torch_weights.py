@@ -75,7 +75,8 @@ def time_model(name, repeats, rng):
                         start = time.perf_counter()
                         model(images, training=False)
                         times[way].append(1e3 * (time.perf_counter() - start))
-            cells = ", ".join(f"{way} {np.median(samples):.0f} ms" for way, samples in times.items())
+            cells = ", ".join(
+                f"{way} {np.median(samples):.0f} ms" for way, samples in times.items())
             print(f"{name}, batch {batch}, called in turns, median of {repeats}: {cells}")
     finally:
         torch_weights._keeps = keeps

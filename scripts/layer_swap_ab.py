@@ -18,7 +18,8 @@ def time_model_with_keras_layer(name, class_name, batch, repeats, rng):
     checked equal first."""
     ours = zoo.get_model(name, weights=None)
     ours_class = getattr(layers, class_name)
-    setattr(layers, class_name, getattr(keras.layers, class_name))  # the zoo builds through this name
+    # The zoo builds through this name.
+    setattr(layers, class_name, getattr(keras.layers, class_name))
     try:
         theirs = zoo.get_model(name, weights=None)
     finally:

@@ -16,9 +16,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
     Where it uses its moving statistics (inference, or frozen with `trainable=False`)
     and no mask is given, it normalises through
     `keras_dynconv.ops.batch_normalization`: one pass over a channels-last view on
-    torch, where Keras' op makes three (CondConv-EfficientNet-B0's 49 layers at batch 32
-    on a 2-core CPU: see zoo/benchmarks/README.md). Training steps are Keras' own. The
-    zoo's batch normalisation layers are this class.
+    torch, where Keras' op makes three (EfficientNet-B0 at batch 32 on a 2-core CPU:
+    871 -> 769 ms; zoo/benchmarks/README.md). Training steps are Keras' own. The zoo's
+    batch normalisation layers are this class.
 
     Example:
     >>> layer = BatchNormalization()

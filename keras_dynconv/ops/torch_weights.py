@@ -2,9 +2,9 @@
 
 A Keras kernel `[kh, kw, I, O]` is, permuted, an `[O, I, kh, kw]` view that is neither
 contiguous nor channels-last, so every torch convolution of it first copies it: a
-transposing copy that cost more than the convolution itself at batch 1 on this
-project's 2-core CPU (3x3, 256 -> 256 at 14x14: 4.0 against 1.1 ms with a channels-last
-kernel; 1x1, 512 -> 2048 at 7x7: 5.7 against 1.2 ms; `python scripts/bench_torch_weights.py`).
+transposing copy that can cost more than the convolution at batch 1 on this project's
+2-core CPU (3x3, 256 -> 256 at 14x14: 3.8 against 2.2 ms with a channels-last kernel;
+1x1, 512 -> 2048 at 7x7: 5.4 against 1.7 ms; `python scripts/bench_torch_weights.py`).
 For inference the layout is made once and kept while the weight is unchanged: the key is
 the weight tensor itself (a Keras variable's torch parameter), its storage and its
 version counter, which every in-place write (`assign`, `set_weights`, optimizer steps,
