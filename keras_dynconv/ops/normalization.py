@@ -35,11 +35,12 @@ def batch_normalization(x, mean, variance, axis, offset=None, scale=None, epsilo
     0.0
     """
     if len(x.shape) == 4 and axis in (-1, 3) and torch_conv.available(x):
+        x = ops.convert_to_tensor(x)
         statistics = [ops.convert_to_tensor(value) for value in (mean, variance)]
         affine = [
             None if value is None else ops.convert_to_tensor(value) for value in (scale, offset)
         ]
-        if _torch_batch_norm_applies(ops.convert_to_tensor(x), statistics, affine):
+        if _torch_batch_norm_applies(x, statistics, affine):
             return _torch_batch_norm(x, *statistics, *affine, epsilon)
     return ops.batch_normalization(
         x, mean, variance, axis, offset=offset, scale=scale, epsilon=epsilon
@@ -49,8 +50,6 @@ def batch_normalization(x, mean, variance, axis, offset=None, scale=None, epsilo
 def _torch_batch_norm_applies(x, statistics, affine):
     """torch's op takes 1D parameters of the input's dtype, and its fixed-statistics
     mode gives no gradient for the statistics."""
-    import torch
-
     parameters = statistics + [value for value in affine if value is not None]
     return (
         x.dtype.is_floating_point
@@ -58,14 +57,13 @@ def _torch_batch_norm_applies(x, statistics, affine):
             value.dtype == x.dtype and tuple(value.shape) == (x.shape[-1],)
             for value in parameters
         )
-        and not (torch.is_grad_enabled() and any(value.requires_grad for value in statistics))
+        and not torch_conv.needs_gradient(*statistics)
     )
 
 
 def _torch_batch_norm(x, mean, variance, scale, offset, epsilon):
     import torch.nn.functional as functional
 
-    x = ops.convert_to_tensor(x)
     # [B, C, H, W] view of channels-last memory: torch's channels-last kernel, whose
     # output has the same memory format, so the permuted result is [B, H, W, C] memory.
     outputs = functional.batch_norm(

@@ -246,11 +246,12 @@ def inference_available(*tensors):
         and all(tensor.device.type == "cpu" for tensor in tensors)
         and len({tensor.dtype for tensor in tensors}) == 1
         and not torch.compiler.is_compiling()
-        and not _needs_gradient(*tensors)
+        and not needs_gradient(*tensors)
     )
 
 
-def _needs_gradient(*tensors):
+def needs_gradient(*tensors):
+    """Whether autograd records an op on these torch tensors."""
     import torch
 
     return torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)
