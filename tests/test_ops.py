@@ -465,6 +465,43 @@ def test_static_conv_equals_keras_with_gradients(rng, case, groups):
     np.testing.assert_allclose(kernel_gradient, expected_kernel_gradient, atol=1e-3, rtol=1e-4)
 
 
+@pytest.mark.parametrize("case", [CONV_CASES[1], CONV_CASES[3], TAPS_CASES[-3]])
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_static_conv_bias_equals_keras_plus_bias_with_gradients(rng, case, depthwise):
+    """`conv` and `depthwise_conv` with a bias (on torch added by the convolution)
+    against Keras' op plus the bias: outputs, and gradients of inputs, kernel and bias
+    (the bias gradient also against NumPy: the projection summed over all but the
+    channels)."""
+    batch, h, w, cin, cout, ksize, strides, padding, dilation = case
+    if depthwise and _pair(strides)[0] != _pair(strides)[1]:
+        pytest.skip("TensorFlow's depthwise convolution takes equal strides only")
+    inputs = _random(rng, batch, h, w, cin)
+    kernel = _random(rng, *ksize, cin, 2 if depthwise else cout)
+    bias = _random(rng, kernel.shape[-1] * (cin if depthwise else 1))
+    ours_op, keras_op = (
+        (dc.depthwise_conv, keras.ops.depthwise_conv) if depthwise else (dc.conv, keras.ops.conv)
+    )
+
+    def ours(x, k, b):
+        return ours_op(x, k, strides, padding, dilation, bias=b)
+
+    def theirs(x, k, b):
+        return keras_op(x, k, strides, padding, dilation_rate=dilation) + b
+
+    expected = to_numpy(theirs(inputs, kernel, bias))
+    np.testing.assert_allclose(to_numpy(ours(inputs, kernel, bias)), expected, atol=ATOL, rtol=RTOL)
+    projection = _random(rng, *expected.shape)
+    projection_tensor = keras.ops.convert_to_tensor(projection)
+    got, want = (
+        gradients(lambda *a: keras.ops.sum(function(*a) * projection_tensor),
+                  [inputs, kernel, bias])
+        for function in (ours, theirs)
+    )
+    for got_gradient, want_gradient in zip(got, want):
+        np.testing.assert_allclose(got_gradient, want_gradient, atol=1e-3, rtol=1e-4)
+    np.testing.assert_allclose(got[2], projection.sum(axis=(0, 1, 2)), atol=1e-4, rtol=1e-5)
+
+
 @pytest.mark.parametrize("pool_size, strides, padding, h, w", [
     (3, 2, "valid", 9, 9),     # ResNet's stem pooling
     (3, 2, "same", 9, 9),      # symmetric padding: torch pads

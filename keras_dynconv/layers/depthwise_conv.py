@@ -1,7 +1,6 @@
 """`DepthwiseConv2D`: Keras' layer, computed through `keras_dynconv.ops.depthwise_conv`."""
 
 import keras
-from keras import ops
 
 from keras_dynconv.ops.depthwise import depthwise_conv
 
@@ -14,8 +13,8 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
     weight converters and `isinstance` checks treat it as one). Only the computation
     differs: a sum over kernel taps under XLA, where Keras' depthwise convolution is
     15-20x slower on CPUs, and a convolution on views of the input on torch, where
-    Keras copies the activations three times. The zoo's static depthwise layers are
-    this class.
+    Keras copies the activations three times (and the convolution adds the bias). The
+    zoo's static depthwise layers are this class.
 
     Example:
     >>> layer = DepthwiseConv2D(3, padding="same")
@@ -31,12 +30,8 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
             padding=self.padding,
             dilation_rate=self.dilation_rate,
             data_format=self.data_format,
+            bias=self.bias if self.use_bias else None,
         )
-        if self.use_bias:
-            channel_axis = -1 if self.data_format == "channels_last" else 1
-            shape = [1] * len(outputs.shape)
-            shape[channel_axis] = -1
-            outputs = ops.add(outputs, ops.reshape(self.bias, shape))
         if self.activation is not None:
             return self.activation(outputs)
         return outputs

@@ -79,17 +79,22 @@ def _padding(nchw, kernel_size, strides, dilation_rate, padding):
     return padded.contiguous(memory_format=torch.channels_last), [0, 0]
 
 
-def _conv2d_on_views(nchw, weight, groups, strides, padding, dilation_rate, folded=False):
+def _conv2d_on_views(
+    nchw, weight, groups, strides, padding, dilation_rate, folded=False, bias=None
+):
     """`conv2d` of an NCHW view of channels-last memory; returns NCHW, channels-last memory.
 
     `folded`: a depthwise convolution of the batch folded into the channels, whose
-    weight gradient may be the correlation (module docstring)."""
+    weight gradient may be the correlation (module docstring). `bias` `[O]`: added by
+    the convolution itself, not as a pass of its own over the output."""
     import torch
     import torch.nn.functional as functional
 
     strides, dilation_rate = pair(strides), pair(dilation_rate)
     nchw, torch_padding = _padding(nchw, weight.shape[2:], strides, dilation_rate, padding)
     weight = weight.to(nchw.dtype)
+    if bias is not None:
+        bias = bias.to(nchw.dtype)
     if (
         folded
         and correlation_gradient_pays(weight.shape[2:], dilation_rate)
@@ -100,6 +105,7 @@ def _conv2d_on_views(nchw, weight, groups, strides, padding, dilation_rate, fold
     return functional.conv2d(
         nchw,
         weight,
+        bias,
         stride=strides,
         padding=torch_padding,
         dilation=dilation_rate,
@@ -107,10 +113,11 @@ def _conv2d_on_views(nchw, weight, groups, strides, padding, dilation_rate, fold
     )
 
 
-def conv(inputs, kernel, strides, padding, dilation_rate):
-    """`keras.ops.conv` (2D, channels_last, kernel `[kh, kw, I, O]`) with no copy of
-    the activations."""
+def conv(inputs, kernel, strides, padding, dilation_rate, bias=None):
+    """`keras.ops.conv` (2D, channels_last, kernel `[kh, kw, I, O]`), plus `bias` `[O]`
+    when given, with no copy of the activations."""
     inputs, kernel = keras.ops.convert_to_tensor(inputs), keras.ops.convert_to_tensor(kernel)
+    bias = None if bias is None else keras.ops.convert_to_tensor(bias)
     groups = inputs.shape[-1] // kernel.shape[2]
     if tuple(kernel.shape[:2]) == (1, 1) and pair(strides) != (1, 1):
         # A 1x1 kernel reads every stride-th pixel and pads nothing ("same" included).
@@ -121,17 +128,21 @@ def conv(inputs, kernel, strides, padding, dilation_rate):
         inputs, strides = inputs[:, ::stride_h, ::stride_w, :], 1
     weight = torch_weights.conv_weight(kernel, inference_available(inputs, kernel))
     outputs = _conv2d_on_views(
-        inputs.permute(0, 3, 1, 2), weight, groups, strides, padding, dilation_rate
+        inputs.permute(0, 3, 1, 2), weight, groups, strides, padding, dilation_rate,
+        bias=bias,
     )
     return outputs.permute(0, 2, 3, 1)
 
 
-def depthwise_conv(inputs, kernel, strides, padding, dilation_rate):
-    """`keras.ops.depthwise_conv` (channels_last) with no copy of the activations."""
+def depthwise_conv(inputs, kernel, strides, padding, dilation_rate, bias=None):
+    """`keras.ops.depthwise_conv` (channels_last), plus `bias` `[C*M]` when given, with
+    no copy of the activations."""
     inputs, kernel = keras.ops.convert_to_tensor(inputs), keras.ops.convert_to_tensor(kernel)
+    bias = None if bias is None else keras.ops.convert_to_tensor(bias)
     weight = torch_weights.depthwise_weight(kernel, inference_available(inputs, kernel))
     outputs = _conv2d_on_views(
-        inputs.permute(0, 3, 1, 2), weight, kernel.shape[2], strides, padding, dilation_rate
+        inputs.permute(0, 3, 1, 2), weight, kernel.shape[2], strides, padding, dilation_rate,
+        bias=bias,
     )
     return outputs.permute(0, 2, 3, 1)
 
