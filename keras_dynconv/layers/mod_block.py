@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_dynconv import ops as dynconv_ops
+from keras_dynconv.layers import direct_calls
 from keras_dynconv.layers import validation
 
 
@@ -110,7 +111,7 @@ class MoDBlock(keras.layers.Layer):
         # 0.5) every backend then picks the lowest channel indices.
         top_channels, top_scores = dynconv_ops.stable_top_k(scores, k)
         selected = dynconv_ops.take_channels(inputs, top_channels)
-        processed = self.block(selected, training=training)
+        processed = direct_calls.run(self.block, selected, training=training)
         scaled = processed * ops.cast(top_scores[:, None, None, :], processed.dtype)
         return dynconv_ops.add_to_leading_channels(inputs, scaled)
 
