@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from keras_dynconv import layers
+from keras_dynconv.zoo import ZooModel
 
 
 def build_model():
@@ -21,7 +22,8 @@ def build_model():
     x = layers.MoDBlock(keras.layers.Conv2D(4, 3, padding="same"), capacity=4)(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = layers.CondDense(5, num_experts=3, use_bias=True)(x)
-    return keras.Model(inputs, outputs)
+    # The zoo's model class, whose torch inference calls layers directly.
+    return ZooModel(inputs, outputs)
 
 
 def main(directory):

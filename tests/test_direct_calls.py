@@ -42,13 +42,13 @@ def _images(channels=8):
 def _taken(monkeypatch):
     """Records whether each `run` took the direct calls."""
     decisions = []
-    decide = direct_calls._direct_calls_apply
+    decide = direct_calls._sequential_runs_directly
 
     def spy(*args):
         decisions.append(decide(*args))
         return decisions[-1]
 
-    monkeypatch.setattr(direct_calls, "_direct_calls_apply", spy)
+    monkeypatch.setattr(direct_calls, "_sequential_runs_directly", spy)
     return decisions
 
 
@@ -74,51 +74,27 @@ def test_mod_block_runs_its_block_directly_with_the_same_result(monkeypatch):
     mod(images)
     decisions = _taken(monkeypatch)
     direct = to_numpy(mod(images, training=False))
-    monkeypatch.setattr(direct_calls, "_direct_calls_apply", lambda *args: False)
+    monkeypatch.setattr(direct_calls, "_sequential_runs_directly", lambda *args: False)
     through_keras = to_numpy(mod(images, training=False))
     np.testing.assert_allclose(direct, through_keras, atol=ATOL, rtol=RTOL)
     assert decisions == [BACKEND == "torch"]
-
-
-def _mixed_precision_block():
-    keras.config.set_dtype_policy("mixed_float16")
-    return _bottleneck()
-
-
-def _hooked_block():
-    block = _bottleneck()
-    block.layers[2].register_forward_hook(lambda module, inputs, outputs: outputs * 0)
-    return block
-
-
-def _nested_block():
-    block = keras.Sequential([_bottleneck(), keras.layers.ReLU()])
-    block.build((None, 6, 6, 8))
-    return block
 
 
 class _SequentialSubclass(keras.Sequential):
     pass
 
 
-def _subclassed_block():
-    block = _SequentialSubclass(_bottleneck().layers)
-    block.build((None, 6, 6, 8))
-    return block
-
-
 @pytest.mark.skipif(BACKEND != "torch", reason="direct calls are torch's")
-@pytest.mark.parametrize("make_block", [
-    _mixed_precision_block,
-    lambda: _bottleneck(activity_regularizer="l2"),
-    _hooked_block,
-    _nested_block,
-    _subclassed_block,
-    lambda: keras.Sequential([layers.Conv2D(8, 1)]),  # not built
-], ids=["mixed-precision", "activity-regularizer", "torch-hook", "nested", "subclass",
-        "unbuilt"])
-def test_keras_calls_the_block_where_its_machinery_has_work(monkeypatch, make_block):
-    block = make_block()
+@pytest.mark.parametrize("case", ["mixed-precision", "subclass", "unbuilt"])
+def test_keras_calls_the_block_where_its_machinery_has_work(monkeypatch, case):
+    if case == "mixed-precision":
+        keras.config.set_dtype_policy("mixed_float16")
+        block = _bottleneck()
+    elif case == "subclass":
+        block = _SequentialSubclass(_bottleneck().layers)
+        block.build((None, 6, 6, 8))
+    else:
+        block = keras.Sequential([layers.Conv2D(8, 1)])
     images = _images()
     decisions = _taken(monkeypatch)
     got = direct_calls.run(block, images, training=False)
@@ -126,6 +102,33 @@ def test_keras_calls_the_block_where_its_machinery_has_work(monkeypatch, make_bl
     np.testing.assert_allclose(
         to_numpy(got), to_numpy(block(images, training=False)), atol=1e-2, rtol=1e-2
     )
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="direct calls are torch's")
+@pytest.mark.parametrize("case", ["activity-regularizer", "torch-hook", "nested"])
+def test_keras_calls_the_layers_whose_machinery_has_work(monkeypatch, case):
+    """The block runs directly; the one layer with work for `__call__` goes through it
+    (the hook runs, the regularizer's loss is recorded)."""
+    if case == "activity-regularizer":
+        block = _bottleneck(activity_regularizer="l2")
+        keras_layer = block.layers[0]
+    elif case == "torch-hook":
+        block = _bottleneck()
+        keras_layer = block.layers[2]
+        keras_layer.register_forward_hook(lambda module, inputs, outputs: outputs * 0)
+    else:
+        block = keras.Sequential([_bottleneck(), keras.layers.ReLU()])
+        block.build((None, 6, 6, 8))
+        keras_layer = block.layers[0]
+    images = _images()
+    decisions = _taken(monkeypatch)
+    direct = _direct_layers(monkeypatch)
+    got = to_numpy(direct_calls.run(block, images, training=False))
+    losses = [to_numpy(loss) for loss in block.losses]
+    assert decisions == [True] and keras_layer.name not in direct and direct
+    np.testing.assert_allclose(got, to_numpy(block(images, training=False)), atol=ATOL, rtol=RTOL)
+    if case == "activity-regularizer":
+        assert len(losses) == 1 and losses[0] > 0
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="direct calls are torch's")
@@ -149,3 +152,105 @@ def test_keras_calls_the_block_for_masked_or_symbolic_inputs_and_in_autocast(mon
     with AutocastScope("float16"):
         direct_calls.run(block, _images(), training=False)
     assert decisions == [False, False, False, False]
+
+
+def _zoo_model_and_functional_twin(name, **arguments):
+    """A zoo model at 64x64 and a plain functional `keras.Model` of the same graph
+    (the same layers and weights)."""
+    from keras_dynconv import zoo
+
+    model = zoo.get_model(name, weights=None, input_shape=(64, 64, 3), classes=10, **arguments)
+    return model, keras.Model(model.inputs[0], model.outputs[0])
+
+
+def _direct_layers(monkeypatch):
+    """Counts the layers `inference_call` calls directly."""
+    counts = []
+    plain = direct_calls._plain
+
+    def spy(layer, tensors, container=False):
+        result = plain(layer, tensors, container)
+        if result and not container:
+            counts.append(layer.name)
+        return result
+
+    monkeypatch.setattr(direct_calls, "_plain", spy)
+    return counts
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="direct calls are torch's (elsewhere a "
+                    "ZooModel is Keras' functional model: tests/test_zoo.py)")
+@pytest.mark.parametrize("name, arguments", [
+    ("condconv_efficientnet_b0", dict(num_experts=2)),  # CondConv layers, routing kwargs
+    ("resnet75_mod", {}),  # conv biases, MoD blocks (a layer with a block inside)
+])
+def test_zoo_model_inference_equals_the_functional_model(monkeypatch, rng, name, arguments):
+    from keras_dynconv.zoo import ZooModel
+
+    model, functional = _zoo_model_and_functional_twin(name, **arguments)
+    assert isinstance(model, ZooModel) and type(functional) is not ZooModel
+    images = rng.uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    direct = _direct_layers(monkeypatch)
+    got = to_numpy(model(images, training=False))
+    expected_direct = len(direct)
+    expected = to_numpy(functional(images, training=False))
+    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=1e-5)
+    # Every layer but the input is plain; a MoD block's inner layers count too.
+    assert expected_direct >= len(model.layers) - 1
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="direct calls are torch's")
+def test_zoo_model_training_step_is_keras(rng):
+    """Batch statistics and moving averages as a functional model's."""
+    from keras_dynconv import zoo
+
+    model, _ = _zoo_model_and_functional_twin("resnet50")
+    twin = zoo.get_model("resnet50", weights=None, input_shape=(64, 64, 3), classes=10)
+    twin.set_weights(model.get_weights())
+    functional = keras.Model(twin.inputs[0], twin.outputs[0])
+    images = rng.uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(to_numpy(model(images, training=True)),
+                               to_numpy(functional(images, training=True)), atol=1e-5, rtol=1e-5)
+    for ours, theirs in zip(model.weights, twin.weights):
+        np.testing.assert_allclose(to_numpy(ours), to_numpy(theirs), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="direct calls are torch's")
+def test_zoo_model_calls_hooked_and_mixed_precision_layers_through_keras(monkeypatch, rng):
+    """A torch forward hook still runs; under mixed precision (autocast) every layer
+    goes through Keras."""
+    model, functional = _zoo_model_and_functional_twin("resnet50")
+    images = rng.uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    reference = to_numpy(model(images, training=False))
+    hooked = model.get_layer("conv5_block3_out")
+    handle = hooked.register_forward_hook(lambda module, inputs, outputs: outputs * 0)
+    direct = _direct_layers(monkeypatch)
+    got = to_numpy(model(images, training=False))
+    expected = to_numpy(functional(images, training=False))
+    handle.remove()
+    assert "conv5_block3_out" not in direct and len(direct) > 0
+    np.testing.assert_allclose(got, expected)
+    assert not np.allclose(got, reference)
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    mixed, mixed_functional = _zoo_model_and_functional_twin("resnet50")
+    mixed.set_weights(model.get_weights())
+    direct.clear()
+    np.testing.assert_allclose(to_numpy(mixed(images, training=False)).astype("float32"),
+                               to_numpy(mixed_functional(images, training=False)).astype("float32"))
+    # Only layers computing in float32 (the input normalisation, the softmax) go direct.
+    assert all(mixed.get_layer(name).compute_dtype == "float32" for name in direct)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="every backend: tests/test_zoo.py")
+def test_zoo_model_round_trips_through_keras_files(tmp_path, rng):
+    from keras_dynconv.zoo import ZooModel
+
+    model, _ = _zoo_model_and_functional_twin("mobilenet_v2_mod")
+    images = rng.uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert type(reloaded) is ZooModel
+    assert type(ZooModel.from_config(model.get_config())) is ZooModel
+    np.testing.assert_allclose(to_numpy(reloaded(images, training=False)),
+                               to_numpy(model(images, training=False)), atol=1e-6, rtol=1e-5)

@@ -26,6 +26,9 @@ def test_model_saved_by_another_backend_loads_with_identical_outputs(tmp_path, o
     _write_with_backend(other_backend, str(tmp_path))
     data = np.load(tmp_path / "io.npz")
     model = keras.models.load_model(tmp_path / "model.keras")
+    from keras_dynconv.zoo import ZooModel
+
+    assert type(model) is ZooModel
     np.testing.assert_allclose(to_numpy(model(data["inputs"])), data["outputs"], atol=1e-5, rtol=1e-5)
 
     import cross_backend_writer

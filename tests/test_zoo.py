@@ -65,6 +65,7 @@ def test_builder_runs_and_round_trips_through_keras_files(name, tmp_path, rng):
     path = tmp_path / f"{name}.keras"
     model.save(path)
     reloaded = keras.saving.load_model(path)
+    assert type(reloaded) is type(model) is zoo.ZooModel
     # Same weights, same float32 graph: equal up to summation order.
     np.testing.assert_allclose(
         inference(reloaded, images), probabilities, atol=1e-6, rtol=1e-5

@@ -1,73 +1,156 @@
-"""A `keras.Sequential` of plain layers run without Keras' per-layer call machinery, for
-eager inference on torch.
+"""Layers called without Keras' per-layer call machinery, for eager inference on torch.
 
 `Layer.__call__` converts inputs, binds the call signature, resolves `training` and
-masks, opens name and autocast scopes and runs torch's module hooks: about 0.1-0.2 ms
-per layer on this project's 2-core CPU (a ReLU layer 112 µs against 12 µs for its
-`call`). A MoD block at batch 1 runs 8 such layers on a handful of channels, so the
-overhead is most of its cost: ResNet75-MoD, whose 11 MoD blocks hold 88 of them,
-takes 217 ms at batch 1 through `__call__` and 190 ms through `call` (1648 and 1610 ms
-at batch 32; `python scripts/bench_mod_direct_calls.py`). Where none of that machinery has work to
-do, `call` alone gives the same result; `run` checks that it has none and otherwise
-calls the block as Keras does (tests/test_layers.py).
+masks, opens name and autocast scopes and runs torch's module hooks: 0.1-0.2 ms per
+layer on this project's 2-core CPU (a ReLU layer 112 µs against 12 µs for its `call`),
+more than the convolutions of many layers at batch 1. Where none of that machinery has
+work to do, a layer's `call` alone gives the same result: `inference_call` calls it
+directly then, and through `__call__` otherwise. `run` applies it to the inner block of
+a MoD block, `keras_dynconv.zoo.ZooModel` to the zoo's models. Measured with
+`python scripts/bench_direct_calls.py` (zoo/benchmarks/README.md); equal to the calls
+through Keras (tests/test_direct_calls.py).
 """
 
 import keras
+from keras.src.backend import get_autocast_scope
+from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+from keras.src.layers.merging.base_merge import Merge
+from keras.src.utils.python_utils import is_default
+
+# Keras exports none of the imports above; they are what `Layer.__call__` itself
+# consults, and the base of the merging layers (`Add`, `Multiply`, `Concatenate`, ...),
+# which derive no mask from inputs without masks.
+
+
+def applies(inputs, training):
+    """Whether calls for these model inputs may go direct: eager inference (`training`
+    falsy) on torch, on tensors without masks, outside autocast and symbolic scopes,
+    with no distribution, not exporting or compiling."""
+    if training or keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    from keras_dynconv.ops import portability
+
+    tensors = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    return (
+        all(isinstance(x, torch.Tensor) and _mask(x) is None for x in tensors)
+        and get_autocast_scope() is None
+        and not in_symbolic_scope()
+        and keras.distribution.distribution() is None
+        and not portability.active()
+        and not torch.compiler.is_compiling()
+        and not _global_hooks()
+    )
+
+
+def inference_call(operation):
+    """`operation` as a function of its call arguments for inference (where `applies`):
+    its `call` with `training=False` where it is a plain layer for those arguments
+    (`_plain`), else through `__call__` with `training=False`, as Keras' functional
+    models call their operations."""
+
+    def call(*args, **kwargs):
+        if not isinstance(operation, keras.layers.Layer):
+            return operation(*args, **kwargs)
+        tensors = _tensor_arguments(args, kwargs)
+        if tensors is not None and _plain(operation, tensors):
+            if operation._call_has_training_arg:
+                kwargs["training"] = False
+            return operation.call(*args, **kwargs)
+        kwargs["training"] = False
+        return operation(*args, **kwargs)
+
+    return call
 
 
 def run(block, inputs, training=None):
-    """`block(inputs, training=training)`.
-
-    When `block` is a built `keras.Sequential` of leaf layers (no sublayers), called
-    eagerly on torch for inference (`training` falsy), with float inputs of every
-    layer's compute and variable dtype, no autocast scope, distribution, mask, activity
-    regularizer, quantization or torch module hook, its layers' `call` methods are
-    called one after the other instead; those conditions are what make the two equal.
-    """
-    if _direct_calls_apply(block, inputs, training):
-        outputs = inputs
-        for layer in block.layers:
-            if layer._call_has_training_arg:
-                outputs = layer.call(outputs, training=False)
-            else:
-                outputs = layer.call(outputs)
-        return outputs
-    return block(inputs, training=training)
+    """`block(inputs, training=training)` for a `keras.Sequential` `block`: for inference
+    (where `applies`) its layers one after the other through `inference_call`."""
+    if not _sequential_runs_directly(block, inputs, training):
+        return block(inputs, training=training)
+    outputs = inputs
+    for layer in block.layers:
+        outputs = inference_call(layer)(outputs)
+    return outputs
 
 
-def _direct_calls_apply(block, inputs, training):
-    if training or keras.backend.backend() != "torch" or type(block) is not keras.Sequential:
-        return False
+def _sequential_runs_directly(block, inputs, training):
+    return (
+        type(block) is keras.Sequential
+        and applies(inputs, training)
+        and _plain(block, [inputs], container=True)
+    )
+
+
+def _tensor_arguments(args, kwargs):
+    """The tensors among the call arguments, lists and tuples of them included; None
+    for deeper structures (left to Keras, whose tree functions cost more than a direct
+    call saves)."""
     import torch
-    # Keras exports neither; they are what `Layer.__call__` itself consults.
-    from keras.src.backend import get_autocast_scope
-    from keras.src.backend.common.symbolic_scope import in_symbolic_scope
 
-    if not isinstance(inputs, torch.Tensor) or getattr(inputs, "_keras_mask", None) is not None:
-        return False
-    if (
-        get_autocast_scope() is not None
-        or keras.distribution.distribution() is not None
-        or in_symbolic_scope()
-        or not block.built
-        or _hooked(block)
-    ):
-        return False
-    dtype = keras.backend.standardize_dtype(inputs.dtype)
-    return all(_plain_layer(layer, dtype) for layer in block.layers)
+    tensors = []
+    for value in list(args) + list(kwargs.values()):
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if isinstance(item, torch.Tensor):
+                tensors.append(item)
+            elif isinstance(item, (list, tuple, dict)):
+                return None
+    return tensors
 
 
-def _plain_layer(layer, dtype):
+def _plain(layer, tensors, container=False):
+    """A built layer without sublayers (or one whose `call` passes `training` to them
+    itself: `passes_training_to_sublayers`; or a `container` whose layers are checked
+    one by one), whose tensor arguments carry no mask and have its compute dtype, which
+    is also its variable dtype (no autocast); no activity regularizer, quantization,
+    torch hook or output mask of its own."""
     policy = layer.dtype_policy
     return (
         layer.built
-        and not layer._layers
+        and (
+            container
+            or not layer._layers
+            or getattr(layer, "passes_training_to_sublayers", False)
+        )
         and layer.activity_regularizer is None
         and policy.quantization_mode is None
-        and policy.compute_dtype == policy.variable_dtype == dtype
+        and policy.compute_dtype == policy.variable_dtype
+        and all(
+            keras.backend.standardize_dtype(x.dtype) == policy.compute_dtype
+            and _mask(x) is None
+            for x in tensors
+        )
+        and (
+            container
+            or not layer.supports_masking
+            or is_default(layer.compute_mask)
+            or isinstance(layer, Merge)
+        )
         and not _hooked(layer)
     )
 
 
+def _mask(tensor):
+    return getattr(tensor, "_keras_mask", None)
+
+
 def _hooked(module):
-    return bool(module._forward_hooks or module._forward_pre_hooks)
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+    )
+
+
+def _global_hooks():
+    from torch.nn.modules import module
+
+    return bool(
+        module._global_forward_hooks
+        or module._global_forward_pre_hooks
+        or module._global_backward_hooks
+        or module._global_backward_pre_hooks
+    )

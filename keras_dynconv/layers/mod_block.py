@@ -37,6 +37,10 @@ class MoDBlock(keras.layers.Layer):
     (2, 8, 8, 64)
     """
 
+    # `call` runs `block` with its own `training` argument, so that
+    # `direct_calls.inference_call` may call it without Keras' call context.
+    passes_training_to_sublayers = True
+
     def __init__(
         self,
         block,

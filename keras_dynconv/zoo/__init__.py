@@ -2,7 +2,9 @@
 and SSD detectors on (CondConv-)MobileNetV1.
 
 Every builder follows `keras.applications`' signature and takes raw [0, 255] RGB.
-`list_models()` names them all; `get_model(name, **kwargs)` builds one.
+`list_models()` names them all; `get_model(name, **kwargs)` builds one. Models are
+`ZooModel`s: functional Keras models that skip Keras' per-layer call machinery for eager
+inference on torch.
 """
 
 from keras_dynconv.zoo.efficientnet import condconv_efficientnet_b0
@@ -21,6 +23,7 @@ from keras_dynconv.zoo.mobilenet_v2 import dynamic_mobilenet_v2
 from keras_dynconv.zoo.mobilenet_v2 import mobilenet_v2
 from keras_dynconv.zoo.mobilenet_v2 import mobilenet_v2_mod
 from keras_dynconv.zoo.mobilenet_v2 import sparse_dynamic_mobilenet_v2
+from keras_dynconv.zoo.model import ZooModel
 from keras_dynconv.zoo.registry import get_model
 from keras_dynconv.zoo.registry import list_models
 from keras_dynconv.zoo.registry import model_entry

@@ -5,6 +5,7 @@ import os
 
 import keras
 
+from keras_dynconv.zoo.model import ZooModel
 from keras_dynconv.zoo.preprocessing import ImageNormalization
 
 POOLINGS = (None, "avg", "max")
@@ -147,5 +148,5 @@ class ApplicationArguments:
             features, factory, self.include_top, self.pooling, self.classes,
             self.classifier_activation, dropout_rate,
         )
-        model = keras.Model(inputs, outputs, name=self.name)
+        model = ZooModel(inputs, outputs, name=self.name)
         return load_weights(model, self.weights)

@@ -4,6 +4,8 @@ import re
 
 import keras
 
+from keras_dynconv.zoo.model import ZooModel
+
 _LEVEL = re.compile(r"^P(\d+)$")
 
 
@@ -54,4 +56,4 @@ def feature_extractor(model, levels=None):
             )
         outputs = {level: outputs[level] for level in levels}
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return keras.Model(inputs, outputs, name=f"{model.name}_features")
+    return ZooModel(inputs, outputs, name=f"{model.name}_features")

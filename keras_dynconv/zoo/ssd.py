@@ -23,6 +23,7 @@ from keras_dynconv.zoo.conversion import Conversion
 from keras_dynconv.zoo.conversion import LayerFactory
 from keras_dynconv.zoo.features import pyramid_outputs
 from keras_dynconv.zoo.mobilenet_v1 import MOBILENET_V1_ALPHAS
+from keras_dynconv.zoo.model import ZooModel
 from keras_dynconv.zoo.registry import PaperFigure
 from keras_dynconv.zoo.registry import get_model
 from keras_dynconv.zoo.registry import variant
@@ -181,7 +182,7 @@ def build_ssd_mobilenet_v1(
     )
     feature_map_sizes = [tuple(feature_map.shape[1:3]) for feature_map in feature_maps]
     boxes_per_position = anchor_config.boxes_per_position(len(feature_maps))
-    network = keras.Model(
+    network = ZooModel(
         inputs, _predictions(feature_maps, boxes_per_position, classes),
         name=f"{name}_network",
     )
