@@ -732,3 +732,23 @@ def test_channels_first_is_refused(rng):
         dc.per_example_conv(
             _random(rng, 1, 3, 4, 4), _random(rng, 1, 3, 3, 3, 2), data_format="channels_first"
         )
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch's conversion")
+def test_torch_tensor_equals_keras_conversion():
+    """`torch_conv.torch_tensor` against `keras.ops.convert_to_tensor`: a tensor is
+    itself, a variable its value (cast inside an autocast scope), anything else
+    converted."""
+    import torch
+    from keras.src.backend import AutocastScope
+
+    tensor = torch.arange(6.0).reshape(2, 3)
+    variable = keras.Variable(np.ones((2, 3), "float32"))
+    assert torch_conv.torch_tensor(tensor) is tensor
+    assert torch_conv.torch_tensor(variable) is variable.value
+    for value in (np.arange(4, dtype="float64"), [1.0, 2.0], 3, variable):
+        ours, theirs = torch_conv.torch_tensor(value), keras.ops.convert_to_tensor(value)
+        assert ours.dtype == theirs.dtype and ours.device == theirs.device
+        np.testing.assert_array_equal(to_numpy(ours), to_numpy(theirs))
+    with AutocastScope("float16"):
+        assert torch_conv.torch_tensor(variable).dtype == torch.float16

@@ -30,10 +30,12 @@ class BatchNormalization(keras.layers.BatchNormalization):
         if (training and self.trainable) or mask is not None:
             return super().call(inputs, training=training, mask=mask)
         # As Keras' layer: statistics in at least float32, the result in compute dtype.
-        inputs = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        if keras.backend.standardize_dtype(inputs.dtype) != "float64":
+            inputs = ops.cast(inputs, "float32")
 
         def cast(variable):
-            return ops.cast(variable, inputs.dtype)
+            # The variable's value: converting the variable itself costs more.
+            return ops.cast(variable.value, inputs.dtype)
 
         outputs = batch_normalization(
             inputs,

@@ -35,10 +35,10 @@ def batch_normalization(x, mean, variance, axis, offset=None, scale=None, epsilo
     0.0
     """
     if len(x.shape) == 4 and axis in (-1, 3) and torch_conv.available(x):
-        x = ops.convert_to_tensor(x)
-        statistics = [ops.convert_to_tensor(value) for value in (mean, variance)]
+        x = torch_conv.torch_tensor(x)
+        statistics = [torch_conv.torch_tensor(value) for value in (mean, variance)]
         affine = [
-            None if value is None else ops.convert_to_tensor(value) for value in (scale, offset)
+            None if value is None else torch_conv.torch_tensor(value) for value in (scale, offset)
         ]
         if _torch_batch_norm_applies(x, statistics, affine):
             return _torch_batch_norm(x, *statistics, *affine, epsilon)

@@ -55,12 +55,18 @@ def correlation_gradient_pays(kernel_size, dilation_rate):
 def padding_amounts(sizes, kernel_size, strides, dilation_rate, padding):
     """`[(before, after)]` per spatial axis of `sizes`, as TensorFlow pads for
     `padding` ("valid" or "same")."""
-    return [
-        output_size_and_padding(size, kernel, stride, dilation, padding.lower())[1]
-        for size, kernel, stride, dilation in zip(
-            sizes, kernel_size, pair(strides), pair(dilation_rate)
-        )
-    ]
+    return list(_padding_amounts(
+        tuple(sizes), tuple(kernel_size), pair(strides), pair(dilation_rate), padding.lower()
+    ))
+
+
+@functools.lru_cache(maxsize=4096)
+def _padding_amounts(sizes, kernel_size, strides, dilation_rate, padding):
+    # Cached: every layer asks again on every call.
+    return tuple(
+        output_size_and_padding(size, kernel, stride, dilation, padding)[1]
+        for size, kernel, stride, dilation in zip(sizes, kernel_size, strides, dilation_rate)
+    )
 
 
 def _padding(nchw, kernel_size, strides, dilation_rate, padding):
@@ -116,8 +122,8 @@ def _conv2d_on_views(
 def conv(inputs, kernel, strides, padding, dilation_rate, bias=None):
     """`keras.ops.conv` (2D, channels_last, kernel `[kh, kw, I, O]`), plus `bias` `[O]`
     when given, with no copy of the activations."""
-    inputs, kernel = keras.ops.convert_to_tensor(inputs), keras.ops.convert_to_tensor(kernel)
-    bias = None if bias is None else keras.ops.convert_to_tensor(bias)
+    inputs, kernel = torch_tensor(inputs), torch_tensor(kernel)
+    bias = None if bias is None else torch_tensor(bias)
     groups = inputs.shape[-1] // kernel.shape[2]
     if tuple(kernel.shape[:2]) == (1, 1) and pair(strides) != (1, 1):
         # A 1x1 kernel reads every stride-th pixel and pads nothing ("same" included).
@@ -137,8 +143,8 @@ def conv(inputs, kernel, strides, padding, dilation_rate, bias=None):
 def depthwise_conv(inputs, kernel, strides, padding, dilation_rate, bias=None):
     """`keras.ops.depthwise_conv` (channels_last), plus `bias` `[C*M]` when given, with
     no copy of the activations."""
-    inputs, kernel = keras.ops.convert_to_tensor(inputs), keras.ops.convert_to_tensor(kernel)
-    bias = None if bias is None else keras.ops.convert_to_tensor(bias)
+    inputs, kernel = torch_tensor(inputs), torch_tensor(kernel)
+    bias = None if bias is None else torch_tensor(bias)
     weight = torch_weights.depthwise_weight(kernel, inference_available(inputs, kernel))
     outputs = _conv2d_on_views(
         inputs.permute(0, 3, 1, 2), weight, kernel.shape[2], strides, padding, dilation_rate,
@@ -152,7 +158,7 @@ def max_pool(inputs, pool_size, strides, padding):
     (pads never win), with no copy of the activations."""
     import torch.nn.functional as functional
 
-    inputs = keras.ops.convert_to_tensor(inputs)
+    inputs = torch_tensor(inputs)
     outputs = functional.max_pool2d(
         inputs.permute(0, 3, 1, 2), pool_size, stride=strides, padding=padding
     )
@@ -160,7 +166,7 @@ def max_pool(inputs, pool_size, strides, padding):
 
 
 def per_example_depthwise_conv(inputs, kernels, strides, padding, dilation_rate):
-    inputs, kernels = keras.ops.convert_to_tensor(inputs), keras.ops.convert_to_tensor(kernels)
+    inputs, kernels = torch_tensor(inputs), torch_tensor(kernels)
     batch, _, _, channels = inputs.shape
     kernel_h, kernel_w, _, multiplier = kernels.shape[1:]
     # Group b*C + c writes outputs (b*C + c)*M + m with kernels[b, :, :, c, m].
@@ -219,7 +225,7 @@ def pointwise_conv_of_experts(inputs, experts, routing_weights):
     import torch
 
     inputs, experts, routing_weights = (
-        keras.ops.convert_to_tensor(tensor) for tensor in (inputs, experts, routing_weights)
+        torch_tensor(tensor) for tensor in (inputs, experts, routing_weights)
     )
     batch, height, width, in_channels = inputs.shape
     num_experts, out_channels = experts.shape[0], experts.shape[-1]
@@ -249,16 +255,31 @@ def inference_available(*tensors):
     """Whether the chunked inference paths apply to these tensors: torch on a CPU (the
     chunks are sized for its caches), one dtype, not exporting, not under
     `torch.compile` (which fuses the whole-batch path itself), no gradient wanted."""
+    if not available(tensors[0]):
+        return False
     import torch
 
-    tensors = [keras.ops.convert_to_tensor(tensor) for tensor in tensors]
+    tensors = [torch_tensor(tensor) for tensor in tensors]
     return (
-        available(tensors[0])
-        and all(tensor.device.type == "cpu" for tensor in tensors)
+        all(tensor.device.type == "cpu" for tensor in tensors)
         and len({tensor.dtype for tensor in tensors}) == 1
         and not torch.compiler.is_compiling()
         and not needs_gradient(*tensors)
     )
+
+
+def torch_tensor(value):
+    """`keras.ops.convert_to_tensor(value)` on torch, without its cost (5-11 µs, more
+    than many convolutions at batch 1) for what the layers pass: a tensor already on
+    Keras' device is itself, a Keras variable its value."""
+    import torch
+    from keras.src.backend.torch.core import get_device  # as convert_to_tensor moves
+
+    if isinstance(value, keras.Variable):
+        value = value.value
+    if isinstance(value, torch.Tensor) and value.device == torch.device(get_device()):
+        return value
+    return keras.ops.convert_to_tensor(value)
 
 
 def needs_gradient(*tensors):
