@@ -11,6 +11,8 @@ a MoD block, `keras_dynconv.zoo.ZooModel` to the zoo's models. Measured with
 through Keras (tests/test_direct_calls.py).
 """
 
+import functools
+
 import keras
 from keras.src.backend import get_autocast_scope
 from keras.src.backend.common.symbolic_scope import in_symbolic_scope
@@ -117,11 +119,7 @@ def _plain(layer, tensors, container=False):
         and layer.activity_regularizer is None
         and policy.quantization_mode is None
         and policy.compute_dtype == policy.variable_dtype
-        and all(
-            keras.backend.standardize_dtype(x.dtype) == policy.compute_dtype
-            and _mask(x) is None
-            for x in tensors
-        )
+        and all(_dtype_name(x.dtype) == policy.compute_dtype and _mask(x) is None for x in tensors)
         and (
             container
             or not layer.supports_masking
@@ -130,6 +128,11 @@ def _plain(layer, tensors, container=False):
         )
         and not _hooked(layer)
     )
+
+
+@functools.cache
+def _dtype_name(dtype):
+    return keras.backend.standardize_dtype(dtype)
 
 
 def _mask(tensor):
