@@ -272,14 +272,28 @@ def torch_tensor(value):
     """`keras.ops.convert_to_tensor(value)` on torch, without its cost (5-11 µs, more
     than many convolutions at batch 1) for what the layers pass: a tensor already on
     Keras' device is itself, a Keras variable its value."""
-    import torch
-    from keras.src.backend.torch.core import get_device  # as convert_to_tensor moves
-
+    torch, get_device = _torch_and_get_device()
     if isinstance(value, keras.Variable):
         value = value.value
-    if isinstance(value, torch.Tensor) and value.device == torch.device(get_device()):
+    if isinstance(value, torch.Tensor) and value.device == _torch_device(get_device()):
         return value
     return keras.ops.convert_to_tensor(value)
+
+
+@functools.cache
+def _torch_and_get_device():
+    # Once: an import statement in `torch_tensor` would cost as much as the rest of it.
+    import torch
+    from keras.src.backend.torch.core import get_device  # where convert_to_tensor moves
+
+    return torch, get_device
+
+
+@functools.lru_cache(maxsize=16)
+def _torch_device(name):
+    import torch
+
+    return torch.device(name)
 
 
 def needs_gradient(*tensors):
