@@ -20,7 +20,7 @@ class ZooModel(keras.Model):
     or compiling), each plain layer's `call` runs directly instead of through
     `Layer.__call__`, which costs 0.1-0.2 ms per layer on this project's 2-core CPU;
     training steps and every other backend go through Keras as before.
-    EfficientNet-B0 at batch 1: 136 -> 71 ms (`python scripts/bench_direct_calls.py`).
+    EfficientNet-B0 at batch 1: 141 -> 75 ms (`python scripts/bench_direct_calls.py`).
 
     Example:
     >>> inputs = keras.Input((8, 8, 3))
