@@ -238,8 +238,70 @@ def test_zoo_model_calls_hooked_and_mixed_precision_layers_through_keras(monkeyp
     direct.clear()
     np.testing.assert_allclose(to_numpy(mixed(images, training=False)).astype("float32"),
                                to_numpy(mixed_functional(images, training=False)).astype("float32"))
-    # Only layers computing in float32 (the input normalisation, the softmax) go direct.
-    assert all(mixed.get_layer(name).compute_dtype == "float32" for name in direct)
+    # The model's own autocast scope sends every layer through Keras.
+    assert direct == []
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="direct calls are torch's")
+def test_zoo_model_calls_layers_of_other_dtypes_through_keras(monkeypatch):
+    """In a float32 model: a second mixed-precision layer in a row gets inputs of its
+    compute dtype but must read its float32 variables in it (autocast); a float64 layer
+    must have its inputs converted."""
+    from keras_dynconv.zoo import ZooModel
+
+    inputs = keras.Input((6, 6, 8))
+    x = layers.Conv2D(8, 1, dtype="mixed_bfloat16", name="first_mixed")(inputs)
+    x = keras.layers.Dense(4, dtype="mixed_bfloat16", name="second_mixed")(x)
+    x = keras.layers.Dense(4, name="float32_dense")(x)
+    outputs = keras.layers.Dense(2, dtype="float64", name="float64_dense")(x)
+    model, functional = ZooModel(inputs, outputs), keras.Model(inputs, outputs)
+    direct = _direct_layers(monkeypatch)
+    got = model(_images(), training=False)
+    assert direct == []
+    expected = functional(_images(), training=False)
+    assert got.dtype == expected.dtype
+    np.testing.assert_allclose(to_numpy(got), to_numpy(expected), atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="direct calls are torch's")
+def test_zoo_model_calls_masking_and_masked_layers_through_keras(monkeypatch):
+    """A layer that makes a mask, and one whose input carries it, go through Keras (the
+    average skips the masked steps)."""
+    from keras_dynconv.zoo import ZooModel
+
+    inputs = keras.Input((5, 3))
+    masked = keras.layers.Masking(0.0, name="masking")(inputs)
+    outputs = keras.layers.GlobalAveragePooling1D(name="average")(
+        keras.layers.Dense(3, name="dense")(masked)
+    )
+    model, functional = ZooModel(inputs, outputs), keras.Model(inputs, outputs)
+    sequences = np.random.default_rng(0).standard_normal((2, 5, 3)).astype("float32")
+    sequences[:, 3:] = 0.0
+    direct = _direct_layers(monkeypatch)
+    got = to_numpy(model(sequences, training=False))
+    assert direct == []
+    expected = to_numpy(functional(sequences, training=False))
+    np.testing.assert_allclose(got, expected, atol=ATOL, rtol=RTOL)
+    unmasked = to_numpy(keras.Model(inputs, keras.layers.GlobalAveragePooling1D()(
+        model.get_layer("dense")(inputs)))(sequences))
+    assert not np.allclose(got, unmasked)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="direct calls are torch's")
+@pytest.mark.filterwarnings("ignore:Layer InputLayer does not have a `quantize`")
+def test_zoo_model_calls_quantized_layers_through_keras(monkeypatch):
+    from keras_dynconv.zoo import ZooModel
+
+    inputs = keras.Input((8,))
+    outputs = keras.layers.Dense(4, name="dense")(keras.layers.Dense(8, name="first")(inputs))
+    model, functional = ZooModel(inputs, outputs), keras.Model(inputs, outputs)
+    model.quantize("int8")
+    vectors = np.random.default_rng(0).standard_normal((2, 8)).astype("float32")
+    direct = _direct_layers(monkeypatch)
+    got = to_numpy(model(vectors, training=False))
+    assert direct == []
+    np.testing.assert_allclose(got, to_numpy(functional(vectors, training=False)),
+                               atol=ATOL, rtol=RTOL)
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="every backend: tests/test_zoo.py")
@@ -254,3 +316,27 @@ def test_zoo_model_round_trips_through_keras_files(tmp_path, rng):
     assert type(ZooModel.from_config(model.get_config())) is ZooModel
     np.testing.assert_allclose(to_numpy(reloaded(images, training=False)),
                                to_numpy(model(images, training=False)), atol=1e-6, rtol=1e-5)
+
+
+class _TrainingByDefault(keras.layers.Layer):
+    """A layer whose `call` defaults to training (as Monte Carlo dropout layers do)."""
+
+    def call(self, inputs, training=True):
+        return inputs + (1.0 if training else 0.0)
+
+
+@pytest.mark.parametrize("training", [None, False])
+def test_zoo_model_passes_training_as_keras_does(monkeypatch, training):
+    """`training=None` leaves each layer its own default, as Keras' functional model
+    does; `training=False` reaches every layer."""
+    from keras_dynconv.zoo import ZooModel
+
+    inputs = keras.Input((6, 6, 8))
+    outputs = _TrainingByDefault()(layers.Conv2D(8, 1)(inputs))
+    model = ZooModel(inputs, outputs)
+    functional = keras.Model(inputs, outputs)
+    direct = _direct_layers(monkeypatch)
+    got = to_numpy(model(_images(), training=training))
+    np.testing.assert_allclose(got, to_numpy(functional(_images(), training=training)),
+                               atol=ATOL, rtol=RTOL)
+    assert len(direct) == (2 if BACKEND == "torch" else 0)

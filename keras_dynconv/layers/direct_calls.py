@@ -47,21 +47,22 @@ def applies(inputs, training):
     )
 
 
-def inference_call(operation):
+def inference_call(operation, training=None):
     """`operation` as a function of its call arguments for inference (where `applies`):
-    its `call` with `training=False` where it is a plain layer for those arguments
-    (`_plain`), else through `__call__` with `training=False`, as Keras' functional
-    models call their operations."""
+    its `call` where it is a plain layer for those arguments (`_plain`), else its
+    `__call__`; `training` (None or False) passed where Keras' functional models pass it
+    (not None; to layers whose `call` takes it)."""
 
     def call(*args, **kwargs):
         if not isinstance(operation, keras.layers.Layer):
             return operation(*args, **kwargs)
+        if training is not None:
+            kwargs["training"] = training
         tensors = _tensor_arguments(args, kwargs)
         if tensors is not None and _plain(operation, tensors):
-            if operation._call_has_training_arg:
-                kwargs["training"] = False
+            if not operation._call_has_training_arg:
+                kwargs.pop("training", None)
             return operation.call(*args, **kwargs)
-        kwargs["training"] = False
         return operation(*args, **kwargs)
 
     return call
@@ -74,7 +75,7 @@ def run(block, inputs, training=None):
         return block(inputs, training=training)
     outputs = inputs
     for layer in block.layers:
-        outputs = inference_call(layer)(outputs)
+        outputs = inference_call(layer, training)(outputs)
     return outputs
 
 

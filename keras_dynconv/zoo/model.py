@@ -35,7 +35,8 @@ class ZooModel(keras.Model):
         # Functional.call without masks, the inputs standardised (made tensors) once.
         inputs = self._standardize_inputs(inputs)
         if direct_calls.applies(inputs, training):
-            operation_fn = direct_calls.inference_call
+            def operation_fn(operation):
+                return direct_calls.inference_call(operation, training)
         else:
             def operation_fn(operation):
                 return functional_operation_fn(operation, training=training)
