@@ -3,9 +3,10 @@
 #
 #     OUT=/where/results/go bash scripts/gpu_rows.sh
 #
-# 1. The torch fast paths against the generic ones on CUDA (tests/test_ops.py and the
-#    normalisation tests), if pytest is installed: the correlation weight gradient of
-#    the folded depthwise convolution has only run on CPUs so far.
+# 1. The torch fast paths against the generic ones on CUDA (tests/test_ops.py, the
+#    normalisation and direct-call tests), if pytest is installed: the correlation
+#    weight gradient of the folded depthwise convolution and the zoo models' direct
+#    calls have only run on CPUs so far.
 # 2. `keras-dynconv bench` of CondConv-EfficientNet-B0 (8 experts) against B0, on torch
 #    and on JAX (whichever imports): inference at batches 32 and 256 in float32 and
 #    mixed bfloat16, then the training step on its own invocation (a cuDNN failure
@@ -42,7 +43,8 @@ python -c "import keras, sys; print(sys.version); print('keras', keras.__version
 
 if python -c "import pytest, torch" 2>/dev/null; then
   step tests-torch env KERAS_BACKEND=torch python -m pytest -q -p no:cacheprovider \
-    tests/test_ops.py tests/test_normalization.py tests/test_torch_weights.py
+    tests/test_ops.py tests/test_normalization.py tests/test_torch_weights.py \
+    tests/test_direct_calls.py
 fi
 backends=()
 for backend in torch jax; do

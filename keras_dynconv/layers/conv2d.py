@@ -14,7 +14,8 @@ class Conv2D(keras.layers.Conv2D):
     convolution runs on views of the channels-last input, where Keras copies the
     activations three times per layer, and adds the bias itself, where Keras adds it
     in another pass over the output (ResNet-50 at batch 32 on a 2-core CPU: 1750 ->
-    1597 ms; `python scripts/bench_conv_bias.py`). The zoo's static convolutions are this class.
+    1597 ms; `python scripts/bench_conv_bias.py`). The zoo's static convolutions are
+    this class.
 
     Example:
     >>> layer = Conv2D(8, 3, padding="same")

@@ -16,7 +16,7 @@ class ZooModel(keras.Model):
 
     Every builder of `keras_dynconv.zoo` returns one. Its layers, weights, configuration
     and results are the functional model's: only the dispatch differs. Where
-    `direct_calls.applies` (torch, `training` falsy, no masks, not symbolic, exporting
+    `direct_calls.applies` (torch; `training` falsy; no masks; not symbolic, exporting
     or compiling), each plain layer's `call` runs directly instead of through
     `Layer.__call__`, which costs 0.1-0.2 ms per layer on this project's 2-core CPU;
     training steps and every other backend go through Keras as before.
