@@ -24,18 +24,7 @@ class Conv2D(keras.layers.Conv2D):
     """
 
     def call(self, inputs):
-        outputs = conv(
-            inputs,
-            self.kernel,
-            strides=self.strides,
-            padding=self.padding,
-            dilation_rate=self.dilation_rate,
-            data_format=self.data_format,
-            bias=self.bias if self.use_bias else None,
-        )
-        if self.activation is not None:
-            return self.activation(outputs)
-        return outputs
+        return call_with_bias(self, conv, inputs)
 
     def convolution_op(self, inputs, kernel):
         return conv(
@@ -46,3 +35,20 @@ class Conv2D(keras.layers.Conv2D):
             dilation_rate=self.dilation_rate,
             data_format=self.data_format,
         )
+
+
+def call_with_bias(layer, convolution, inputs):
+    """A Keras convolution layer's `call` through `convolution` (`conv` or
+    `depthwise_conv`), which adds the layer's bias itself."""
+    outputs = convolution(
+        inputs,
+        layer.kernel,
+        strides=layer.strides,
+        padding=layer.padding,
+        dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format,
+        bias=layer.bias if layer.use_bias else None,
+    )
+    if layer.activation is not None:
+        return layer.activation(outputs)
+    return outputs

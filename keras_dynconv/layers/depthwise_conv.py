@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_dynconv.layers.conv2d import call_with_bias
 from keras_dynconv.ops.depthwise import depthwise_conv
 
 
@@ -23,15 +24,4 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
     """
 
     def call(self, inputs):
-        outputs = depthwise_conv(
-            inputs,
-            self.kernel,
-            strides=self.strides,
-            padding=self.padding,
-            dilation_rate=self.dilation_rate,
-            data_format=self.data_format,
-            bias=self.bias if self.use_bias else None,
-        )
-        if self.activation is not None:
-            return self.activation(outputs)
-        return outputs
+        return call_with_bias(self, depthwise_conv, inputs)
