@@ -340,3 +340,29 @@ def test_zoo_model_passes_training_as_keras_does(monkeypatch, training):
     np.testing.assert_allclose(got, to_numpy(functional(_images(), training=training)),
                                atol=ATOL, rtol=RTOL)
     assert len(direct) == (2 if BACKEND == "torch" else 0)
+
+
+def test_no_direct_calls_without_the_keras_internals_they_consult(monkeypatch):
+    """A Keras that moved the private functions `direct_calls` imports keeps working,
+    through `__call__`."""
+    monkeypatch.setattr(direct_calls, "KERAS_INTERNALS_FOUND", False)
+    block = _bottleneck()
+    decisions = _taken(monkeypatch)
+    got = to_numpy(direct_calls.run(block, _images(), training=False))
+    np.testing.assert_allclose(got, to_numpy(block(_images(), training=False)),
+                               atol=ATOL, rtol=RTOL)
+    assert decisions == [False]
+
+    from keras_dynconv.zoo import ZooModel
+    from keras_dynconv.zoo import model as zoo_model
+
+    monkeypatch.setattr(direct_calls, "KERAS_INTERNALS_FOUND", True)
+    monkeypatch.setattr(zoo_model, "functional_operation_fn", None)
+    inputs = keras.Input((6, 6, 8))
+    outputs = layers.Conv2D(8, 1)(inputs)
+    model = ZooModel(inputs, outputs)
+    direct = _direct_layers(monkeypatch)
+    np.testing.assert_allclose(to_numpy(model(_images(), training=False)),
+                               to_numpy(keras.Model(inputs, outputs)(_images())),
+                               atol=ATOL, rtol=RTOL)
+    assert direct == []

@@ -15,21 +15,26 @@ zoo/benchmarks/README.md). Equal to the calls through Keras
 import functools
 
 import keras
-from keras.src.backend import get_autocast_scope
-from keras.src.backend.common.symbolic_scope import in_symbolic_scope
-from keras.src.layers.merging.base_merge import Merge
-from keras.src.utils.python_utils import is_default
 
-# Keras exports none of the imports above; they are what `Layer.__call__` itself
-# consults, and the base of the merging layers (`Add`, `Multiply`, `Concatenate`, ...),
-# which derive no mask from inputs without masks.
+# Keras exports none of these; they are what `Layer.__call__` itself consults, and the
+# base of the merging layers (`Add`, `Multiply`, `Concatenate`, ...), which derive no
+# mask from inputs without masks. A Keras that moved them gets no direct calls.
+try:
+    from keras.src.backend import get_autocast_scope
+    from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+    from keras.src.layers.merging.base_merge import Merge
+    from keras.src.utils.python_utils import is_default
+
+    KERAS_INTERNALS_FOUND = True
+except ImportError:
+    KERAS_INTERNALS_FOUND = False
 
 
 def applies(inputs, training):
     """Whether calls for these model inputs may go direct: eager inference (`training`
     falsy) on torch, on tensors without masks, outside autocast and symbolic scopes,
     with no distribution, not exporting or compiling."""
-    if training or keras.backend.backend() != "torch":
+    if training or keras.backend.backend() != "torch" or not KERAS_INTERNALS_FOUND:
         return False
     import torch
 

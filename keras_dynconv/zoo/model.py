@@ -2,10 +2,14 @@
 for eager inference on torch."""
 
 import keras
-from keras.src.models.functional import operation_fn as functional_operation_fn
-from keras.src.models.functional import unpack_singleton
 
 from keras_dynconv.layers import direct_calls
+
+try:  # Keras' functional model's own helpers, not exported
+    from keras.src.models.functional import operation_fn as functional_operation_fn
+    from keras.src.models.functional import unpack_singleton
+except ImportError:
+    functional_operation_fn = None
 
 
 @keras.saving.register_keras_serializable(package="keras_dynconv")
@@ -30,7 +34,13 @@ class ZooModel(keras.Model):
     """
 
     def call(self, inputs, training=None, mask=None, **kwargs):
-        if mask is not None or kwargs or training or keras.backend.backend() != "torch":
+        if (
+            mask is not None
+            or kwargs
+            or training
+            or keras.backend.backend() != "torch"
+            or functional_operation_fn is None
+        ):
             return super().call(inputs, training=training, mask=mask, **kwargs)
         # Functional.call without masks, the inputs standardised (made tensors) once.
         inputs = self._standardize_inputs(inputs)
