@@ -1,6 +1,7 @@
-"""`keras_dynconv.layers.direct_calls`: a Sequential's layers called directly equal the
-Sequential called through Keras (tolerance: conftest.ATOL), and the direct calls are
-taken exactly where nothing of Keras' call machinery has work to do."""
+"""`keras_dynconv.layers.direct_calls` and `keras_dynconv.zoo.ZooModel`: layers called
+directly (a MoD block's Sequential, a zoo model's graph) equal the same layers called
+through Keras (tolerance: conftest.ATOL unless stated), and the direct calls are taken
+exactly where nothing of Keras' call machinery has work to do."""
 
 import keras
 import numpy as np
