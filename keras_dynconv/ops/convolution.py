@@ -39,11 +39,14 @@ def conv(
         inputs, kernel, strides=strides, padding=padding, dilation_rate=dilation_rate,
         data_format=data_format,
     )
-    return outputs if bias is None else add_bias(outputs, bias, data_format)
+    return add_bias(outputs, bias, data_format)
 
 
 def add_bias(outputs, bias, data_format):
-    """`outputs` plus `bias` along the channel axis of `data_format`."""
+    """`outputs` plus `bias` along the channel axis of `data_format` (`outputs` itself
+    when `bias` is None)."""
+    if bias is None:
+        return outputs
     shape = [1] * len(outputs.shape)
     shape[-1 if data_format == "channels_last" else 1] = -1
     return ops.add(outputs, ops.reshape(bias, shape))

@@ -43,7 +43,7 @@ def depthwise_conv(
             outputs = taps.per_example_depthwise_conv_taps(
                 inputs, ops.expand_dims(kernel, 0), strides, padding, dilation_rate
             )
-            return outputs if bias is None else add_bias(outputs, bias, data_format)
+            return add_bias(outputs, bias, data_format)
         if torch_conv.available(inputs):
             return torch_conv.depthwise_conv(
                 inputs, kernel, strides, padding, dilation_rate, bias=bias
@@ -52,4 +52,4 @@ def depthwise_conv(
         inputs, kernel, strides=strides, padding=padding, dilation_rate=dilation_rate,
         data_format=data_format,
     )
-    return outputs if bias is None else add_bias(outputs, bias, data_format)
+    return add_bias(outputs, bias, data_format)

@@ -100,7 +100,7 @@ def _conv2d_on_views(
     nchw, torch_padding = _padding(nchw, weight.shape[2:], strides, dilation_rate, padding)
     weight = weight.to(nchw.dtype)
     if bias is not None:
-        bias = bias.to(nchw.dtype)
+        bias = torch_tensor(bias).to(nchw.dtype)
     if (
         folded
         and correlation_gradient_pays(weight.shape[2:], dilation_rate)
@@ -123,7 +123,6 @@ def conv(inputs, kernel, strides, padding, dilation_rate, bias=None):
     """`keras.ops.conv` (2D, channels_last, kernel `[kh, kw, I, O]`), plus `bias` `[O]`
     when given, with no copy of the activations."""
     inputs, kernel = torch_tensor(inputs), torch_tensor(kernel)
-    bias = None if bias is None else torch_tensor(bias)
     groups = inputs.shape[-1] // kernel.shape[2]
     if tuple(kernel.shape[:2]) == (1, 1) and pair(strides) != (1, 1):
         # A 1x1 kernel reads every stride-th pixel and pads nothing ("same" included).
@@ -144,7 +143,6 @@ def depthwise_conv(inputs, kernel, strides, padding, dilation_rate, bias=None):
     """`keras.ops.depthwise_conv` (channels_last), plus `bias` `[C*M]` when given, with
     no copy of the activations."""
     inputs, kernel = torch_tensor(inputs), torch_tensor(kernel)
-    bias = None if bias is None else torch_tensor(bias)
     weight = torch_weights.depthwise_weight(kernel, inference_available(inputs, kernel))
     outputs = _conv2d_on_views(
         inputs.permute(0, 3, 1, 2), weight, kernel.shape[2], strides, padding, dilation_rate,
