@@ -3,61 +3,100 @@
 #
 #     OUT=/where/results/go bash scripts/gpu_rows.sh
 #
-# 1. The torch fast paths against the generic ones on CUDA (tests/test_ops.py, the
+# 1. `keras-dynconv bench` of CondConv-EfficientNet-B0 (8 experts) against B0 at
+#    batches 32 and 256 in float32 and mixed bfloat16: torch eager (with timm's
+#    tf_efficientnet_cc_b0_8e beside them when timm is installed), then JAX.
+# 2. The torch fast paths against the generic ones on CUDA (tests/test_ops.py, the
 #    normalisation and direct-call tests), if pytest is installed: the correlation
 #    weight gradient of the folded depthwise convolution and the zoo models' direct
 #    calls have only run on CPUs so far.
-# 2. `keras-dynconv bench` of CondConv-EfficientNet-B0 (8 experts) against B0, on torch
-#    and on JAX (whichever imports): inference at batches 32 and 256 in float32 and
-#    mixed bfloat16, then the training step on its own invocation (a cuDNN failure
-#    leaves the process's CUDA context broken, which would fail every later row).
+# 3. The training step at batch 64 (the memory target's batch), each backend on its own invocation (a cuDNN failure leaves the
+#    process's CUDA context broken, which would fail every later row).
 #
-# It runs on the device's own Python (torch, JAX and Keras are installed there, not
-# TensorFlow; this checkout is on PYTHONPATH). Every step has its own time limit
-# (STEP_SECONDS, default 120) and logs to $OUT: at most 10 minutes in all, so the call
-# can be given `timeout_s=600`. BATCHES, TRAIN_BATCHES, IMAGE_SIZE and REPEATS
-# override the plan (e.g. a dry run on a CPU: BATCHES=2 TRAIN_BATCHES=2 IMAGE_SIZE=64
-# REPEATS=1 STEP_SECONDS=300).
+# It runs on the device's own Python (torch and JAX are installed there, Keras is not:
+# wheels in .whl/, when present, are installed to /tmp/site first; this checkout is on
+# PYTHONPATH). A preflight imports Keras on each backend and stops the run at once if
+# that fails. Every step has its own time limit and logs to $OUT (rows are printed as
+# they are measured, so a step stopped at its limit keeps the rows it finished): about
+# 9.5 minutes in all (TOTAL_SECONDS), so the call can be given `timeout_s=600`. BATCHES, TRAIN_BATCHES,
+# IMAGE_SIZE, REPEATS and STEP_SECONDS (every step's limit) override the plan (e.g. a
+# dry run on a CPU: BATCHES=2 TRAIN_BATCHES=2 IMAGE_SIZE=64 REPEATS=1 STEP_SECONDS=300).
 set -u
 cd "$(dirname "$0")/.."
-out=${OUT:-gpu-rows}
-mkdir -p "$out"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-limit=${STEP_SECONDS:-120}
+# The device returns at most 8 files from $OUT: everything is written to a work folder
+# and packed into $OUT/gpu-rows.tar.gz at the end (plus the summary, gpu.txt).
+final=${OUT:-gpu-rows}
+out=$(mktemp -d)
+mkdir -p "$final"
+python=${PYTHON:-python3}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if compgen -G ".whl/*.whl" > /dev/null; then
+  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 2
+  export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
 batches=${BATCHES:-32,256}
-train_batches=${TRAIN_BATCHES:-32,128}
+train_batches=${TRAIN_BATCHES:-64}
 common=(--models "efficientnet_b0;condconv_efficientnet_b0:num_experts=8"
         --image-size "${IMAGE_SIZE:-224}" --repeats "${REPEATS:-10}" --warmup 3)
 
-step() {  # step NAME COMMAND...: runs COMMAND with the time limit, output to $out/NAME.log
-  local name=$1
-  shift
-  echo "=== $name: $*"
-  timeout "$limit" "$@" > "$out/$name.log" 2>&1
+# Steps are cut short so that the whole run ends by TOTAL_SECONDS (default 560) and
+# the results are still packed inside a 600-second call.
+deadline=$((SECONDS + ${TOTAL_SECONDS:-560}))
+step() {  # step NAME SECONDS COMMAND...: COMMAND with a time limit, output to $out/NAME.log
+  local name=$1 seconds=${STEP_SECONDS:-$2}
+  shift 2
+  local left=$((deadline - SECONDS - 10))
+  if [ "$left" -lt "$seconds" ]; then seconds=$left; fi
+  if [ "$seconds" -lt 15 ]; then echo "=== $name: skipped, no time left"; return; fi
+  echo "=== $name (limit ${seconds} s): $*"
+  timeout "$seconds" "$@" > "$out/$name.log" 2>&1
   echo "=== $name: exit $?"
-  tail -n 5 "$out/$name.log"
+  grep -E "ms|error|Error|passed|failed" "$out/$name.log" | tail -n 24
+}
+
+pack() {
+  cp "$out/gpu.txt" "$final/" 2>/dev/null
+  tar czf "$final/gpu-rows.tar.gz" -C "$out" .
 }
 
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true) > "$out/gpu.txt" 2>&1
-python -c "import keras, sys; print(sys.version); print('keras', keras.__version__)" >> "$out/gpu.txt" 2>&1
+backends=()
+for backend in torch jax; do
+  if KERAS_BACKEND=$backend "$python" -c "
+import sys, keras, $backend, keras_dynconv
+x = keras.ops.ones((2, 3))
+print(sys.version.split()[0], 'keras', keras.__version__, '$backend', $backend.__version__,
+      'device of a tensor:', getattr(keras.ops.matmul(x, keras.ops.transpose(x)), 'device', '?'))
+" >> "$out/gpu.txt" 2>&1; then
+    backends+=("$backend")
+  else
+    echo "=== $backend: Keras does not run on it here"
+  fi
+done
+cat "$out/gpu.txt"
+if [ ${#backends[@]} -eq 0 ]; then pack; exit 3; fi
 
-if python -c "import pytest, torch" 2>/dev/null; then
-  step tests-torch env KERAS_BACKEND=torch python -m pytest -q -p no:cacheprovider \
+# Inference first: it holds the target (<= 1.10 at batch 256).
+for backend in "${backends[@]}"; do
+  extra=()
+  if [ "$backend" = torch ] && "$python" -c "import timm" 2>/dev/null; then
+    extra=(--timm tf_efficientnet_cc_b0_8e)
+  fi
+  for dtype in float32 mixed_bfloat16; do
+    step "$backend-inference-$dtype" "$([ "$backend" = jax ] && echo 100 || echo 80)" "$python" -m keras_dynconv.bench "${common[@]}" \
+      "${extra[@]}" --backends "$backend" --batch-sizes "$batches" --modes inference \
+      --dtypes "$dtype" --output-dir "$out/$backend-inference-$dtype"
+  done
+done
+if [[ " ${backends[*]} " == *" torch "* ]] && "$python" -c "import pytest" 2>/dev/null; then
+  step tests-torch 80 env KERAS_BACKEND=torch "$python" -m pytest -q -p no:cacheprovider \
     tests/test_ops.py tests/test_normalization.py tests/test_torch_weights.py \
     tests/test_direct_calls.py
 fi
-backends=()
-for backend in torch jax; do
-  if python -c "import $backend" 2>/dev/null; then backends+=("$backend"); else echo "=== $backend: not installed"; fi
-done
-# Inference rows of both backends first: they are the targets (<= 1.10 at batch 256).
 for backend in "${backends[@]}"; do
-  step "$backend-inference" python -m keras_dynconv.bench "${common[@]}" --backends "$backend" \
-    --batch-sizes "$batches" --modes inference --dtypes float32,mixed_bfloat16 \
-    --output-dir "$out/$backend-inference"
-done
-for backend in "${backends[@]}"; do
-  step "$backend-train" python -m keras_dynconv.bench "${common[@]}" --backends "$backend" \
+  step "$backend-train" "$([ "$backend" = jax ] && echo 80 || echo 60)" "$python" -m keras_dynconv.bench "${common[@]}" --backends "$backend" \
     --batch-sizes "$train_batches" --modes train --dtypes float32 \
     --output-dir "$out/$backend-train"
 done
+pack
