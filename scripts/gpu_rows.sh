@@ -6,21 +6,24 @@
 # 1. `keras-dynconv bench` of CondConv-EfficientNet-B0 (8 experts) against B0 at
 #    batches 32 and 256 in float32 and mixed bfloat16: torch eager (with timm's
 #    tf_efficientnet_cc_b0_8e beside them when timm is installed), then JAX.
-# 2. The torch fast paths against the generic ones on CUDA (tests/test_ops.py, the
-#    normalisation and direct-call tests), if pytest is installed: the correlation
-#    weight gradient of the folded depthwise convolution and the zoo models' direct
-#    calls have only run on CPUs so far.
-# 3. The training step at batch 64 (the memory target's batch), each backend on its own invocation (a cuDNN failure leaves the
-#    process's CUDA context broken, which would fail every later row).
+# 2. The training step at batch 64 (the memory target's batch), each backend on its
+#    own invocation (a cuDNN failure leaves the process's CUDA context broken, which
+#    would fail every later row).
+# 3. In the time left, the torch fast paths against the generic ones on CUDA (the
+#    direct-call, ops, normalisation and weight tests), if pytest is installed: the
+#    correlation weight gradient of the folded depthwise convolution and the zoo
+#    models' direct calls have only run on CPUs so far.
 #
 # It runs on the device's own Python (torch and JAX are installed there, Keras is not:
 # wheels in .whl/, when present, are installed to /tmp/site first; this checkout is on
 # PYTHONPATH). A preflight imports Keras on each backend and stops the run at once if
 # that fails. Every step has its own time limit and logs to $OUT (rows are printed as
 # they are measured, so a step stopped at its limit keeps the rows it finished): about
-# 9.5 minutes in all (TOTAL_SECONDS), so the call can be given `timeout_s=600`. BATCHES, TRAIN_BATCHES,
-# IMAGE_SIZE, REPEATS and STEP_SECONDS (every step's limit) override the plan (e.g. a
-# dry run on a CPU: BATCHES=2 TRAIN_BATCHES=2 IMAGE_SIZE=64 REPEATS=1 STEP_SECONDS=300).
+# 9.5 minutes in all (TOTAL_SECONDS), so the call can be given `timeout_s=600`.
+# BATCHES, TRAIN_BATCHES, IMAGE_SIZE, REPEATS and STEP_SECONDS (every step's limit)
+# override the plan (e.g. a dry run on a CPU: BATCHES=2 TRAIN_BATCHES=2 IMAGE_SIZE=64
+# REPEATS=1 STEP_SECONDS=300). Each bench step sets KERAS_BACKEND: Keras' default,
+# TensorFlow, is not installed there.
 set -u
 cd "$(dirname "$0")/.."
 # The device returns at most 8 files from $OUT: everything is written to a work folder
@@ -84,19 +87,23 @@ for backend in "${backends[@]}"; do
     extra=(--timm tf_efficientnet_cc_b0_8e)
   fi
   for dtype in float32 mixed_bfloat16; do
-    step "$backend-inference-$dtype" "$([ "$backend" = jax ] && echo 100 || echo 80)" "$python" -m keras_dynconv.bench "${common[@]}" \
+    step "$backend-inference-$dtype" "$([ "$backend" = jax ] && echo 90 || echo 70)" \
+      env KERAS_BACKEND="$backend" "$python" -m keras_dynconv.bench "${common[@]}" \
       "${extra[@]}" --backends "$backend" --batch-sizes "$batches" --modes inference \
       --dtypes "$dtype" --output-dir "$out/$backend-inference-$dtype"
   done
 done
-if [[ " ${backends[*]} " == *" torch "* ]] && "$python" -c "import pytest" 2>/dev/null; then
-  step tests-torch 80 env KERAS_BACKEND=torch "$python" -m pytest -q -p no:cacheprovider \
-    tests/test_ops.py tests/test_normalization.py tests/test_torch_weights.py \
-    tests/test_direct_calls.py
-fi
 for backend in "${backends[@]}"; do
-  step "$backend-train" "$([ "$backend" = jax ] && echo 80 || echo 60)" "$python" -m keras_dynconv.bench "${common[@]}" --backends "$backend" \
+  step "$backend-train" "$([ "$backend" = jax ] && echo 70 || echo 50)" \
+    env KERAS_BACKEND="$backend" "$python" -m keras_dynconv.bench "${common[@]}" --backends "$backend" \
     --batch-sizes "$train_batches" --modes train --dtypes float32 \
     --output-dir "$out/$backend-train"
 done
+# The CUDA tests last, in the time left; pytest stops at the sixth failure, so the
+# tracebacks reach the log before the step's limit.
+if [[ " ${backends[*]} " == *" torch "* ]] && "$python" -c "import pytest" 2>/dev/null; then
+  step tests-torch 150 env KERAS_BACKEND=torch "$python" -m pytest -q -p no:cacheprovider \
+    --maxfail=6 --tb=short tests/test_direct_calls.py tests/test_ops.py \
+    tests/test_normalization.py tests/test_torch_weights.py
+fi
 pack

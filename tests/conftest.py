@@ -41,6 +41,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.large)
 
 
+def pytest_configure(config):
+    """Full float32 arithmetic on GPUs, where the tolerances above assume it.
+
+    Ampere and later GPUs run float32 convolutions and matrix products in TF32 by
+    default (torch's cuDNN convolutions; JAX's default precision), which rounds the
+    operands to 10 mantissa bits: two correct paths then differ by about 1e-3.
+    """
+    if BACKEND == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+    elif BACKEND == "jax":
+        import jax
+
+        if jax.default_backend() == "gpu":
+            jax.config.update("jax_default_matmul_precision", "highest")
+
+
 def pytest_report_header(config):
     return f"keras backend: {BACKEND} (keras {keras.__version__})"
 
