@@ -229,6 +229,11 @@ def test_torch_correlation_weight_gradient_equals_the_generic_path(
     assert calls
 
 
+def _torch_device_type():
+    """The type of Keras' torch device ("cpu" or "cuda")."""
+    return keras.ops.convert_to_tensor(np.zeros(1, "float32")).device.type
+
+
 @pytest.mark.skipif(BACKEND != "torch", reason="the torch inference path")
 @pytest.mark.parametrize("case", [CONV_CASES[1], TAPS_CASES[-3], TAPS_CASES[-1]])
 @pytest.mark.parametrize("examples_per_chunk", [1, 2])
@@ -252,6 +257,8 @@ def test_torch_depthwise_inference_chunks_equal_the_generic_path(
     )
     _assert_depthwise_fast_path_equals_generic(monkeypatch, torch_conv, case, multiplier, rng)
     chunks = [min(examples_per_chunk, batch - start) for start in range(0, batch, examples_per_chunk)]
+    if _torch_device_type() != "cpu":  # the chunks are sized for a CPU's caches
+        chunks = [batch]
     # The inference call in chunks, then the whole batch for each of the two gradients.
     assert folds[: len(chunks)] == chunks
     assert folds[len(chunks):] == [batch]
@@ -286,15 +293,16 @@ def test_per_example_conv_of_experts_matches_loop(rng, monkeypatch, case, exampl
 @pytest.mark.skipif(BACKEND != "torch", reason="the torch inference path")
 def test_torch_pointwise_chunks_only_for_inference_on_a_cpu(rng):
     """The chunked 1x1 path writes into preallocated buffers: never where a gradient is
-    wanted, nor for 3x3 kernels or mixed dtypes."""
+    wanted, nor for 3x3 kernels or mixed dtypes, nor on a GPU (Keras' device here)."""
     import torch
 
-    inputs = torch.tensor(_random(rng, 2, 4, 4, 3))
-    experts = torch.tensor(_random(rng, 4, 1, 1, 3, 5), requires_grad=True)
-    routing = torch.tensor(_random(rng, 2, 4))
+    device = _torch_device_type()
+    inputs = torch.tensor(_random(rng, 2, 4, 4, 3), device=device)
+    experts = torch.tensor(_random(rng, 4, 1, 1, 3, 5), device=device, requires_grad=True)
+    routing = torch.tensor(_random(rng, 2, 4), device=device)
     assert not torch_conv.inference_available(inputs, experts, routing)
     with torch.no_grad():
-        assert torch_conv.inference_available(inputs, experts, routing)
+        assert torch_conv.inference_available(inputs, experts, routing) == (device == "cpu")
         assert not torch_conv.inference_available(inputs, experts.double(), routing)
     out = dc.per_example_conv_of_experts(inputs, experts, routing)
     torch.sum(out).backward()

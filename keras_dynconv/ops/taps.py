@@ -79,6 +79,7 @@ def _windows(inputs, kernel_size, strides, padding, dilation_rate):
 
 def per_example_conv_taps(inputs, kernels, strides, padding, dilation_rate):
     """`per_example_conv` as one batched matmul per kernel tap, summed."""
+    inputs, kernels = ops.convert_to_tensor(inputs), ops.convert_to_tensor(kernels)
     outputs = None
     for (i, j), window in _windows(inputs, kernels.shape[1:3], strides, padding, dilation_rate):
         term = ops.einsum("bhwi,bio->bhwo", window, kernels[:, i, j])
@@ -88,6 +89,8 @@ def per_example_conv_taps(inputs, kernels, strides, padding, dilation_rate):
 
 def per_example_depthwise_conv_taps(inputs, kernels, strides, padding, dilation_rate):
     """`per_example_depthwise_conv` as one broadcast product per kernel tap, summed."""
+    # Tensors before the products: a NumPy operand would pull a GPU tensor to NumPy.
+    inputs, kernels = ops.convert_to_tensor(inputs), ops.convert_to_tensor(kernels)
     channels, multiplier = kernels.shape[3], kernels.shape[4]
     outputs = None
     for (i, j), window in _windows(inputs, kernels.shape[1:3], strides, padding, dilation_rate):
