@@ -87,14 +87,14 @@ for backend in "${backends[@]}"; do
     extra=(--timm tf_efficientnet_cc_b0_8e)
   fi
   for dtype in float32 mixed_bfloat16; do
-    step "$backend-inference-$dtype" "$([ "$backend" = jax ] && echo 90 || echo 70)" \
+    step "$backend-inference-$dtype" "$([ "$backend" = jax ] && echo 110 || echo 70)" \
       env KERAS_BACKEND="$backend" "$python" -m keras_dynconv.bench "${common[@]}" \
       "${extra[@]}" --backends "$backend" --batch-sizes "$batches" --modes inference \
       --dtypes "$dtype" --output-dir "$out/$backend-inference-$dtype"
   done
 done
 for backend in "${backends[@]}"; do
-  step "$backend-train" "$([ "$backend" = jax ] && echo 70 || echo 50)" \
+  step "$backend-train" "$([ "$backend" = jax ] && echo 120 || echo 50)" \
     env KERAS_BACKEND="$backend" "$python" -m keras_dynconv.bench "${common[@]}" --backends "$backend" \
     --batch-sizes "$train_batches" --modes train --dtypes float32 \
     --output-dir "$out/$backend-train"
