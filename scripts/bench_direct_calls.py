@@ -2,7 +2,7 @@
 
     python scripts/bench_direct_calls.py
         [--models resnet50,resnet75_mod,efficientnet_b0,condconv_efficientnet_b0]
-        [--batch-sizes 1,32] [--repeats 21]
+        [--batch-sizes 1,32] [--repeats 21] [--dtype-policy mixed_bfloat16]
 
 Each zoo model, inference under `torch.no_grad()`, with
 `keras_dynconv.layers.direct_calls` taking its direct calls (the `ZooModel`'s layers

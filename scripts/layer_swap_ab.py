@@ -55,10 +55,13 @@ def compare_attribute_values(description, owner, attribute, before, labels, defa
     parser.add_argument("--models", default=default_models)
     parser.add_argument("--batch-sizes", default="1,32")
     parser.add_argument("--repeats", type=int, default=default_repeats)
+    parser.add_argument("--dtype-policy", default="float32",
+                        help="the policy the models are built with, e.g. mixed_bfloat16")
     args = parser.parse_args()
+    keras.config.set_dtype_policy(args.dtype_policy)
     rng = np.random.default_rng(0)
     after = getattr(owner, attribute)
-    print(f"{keras.backend.backend()}, {torch.get_num_threads()} threads")
+    print(f"{keras.backend.backend()}, {torch.get_num_threads()} threads, {args.dtype_policy}")
     print(f"| model | batch | {labels[0]} ms | {labels[1]} ms | speed-up |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name in args.models.split(","):
@@ -81,7 +84,8 @@ def _time_values(model, images, repeats, owner, attribute, values):
         with torch.no_grad():
             for value in values:
                 setattr(owner, attribute, value)
-                outputs.append(keras.ops.convert_to_numpy(model(images, training=False)))
+                outputs.append(keras.ops.convert_to_numpy(
+                    keras.ops.cast(model(images, training=False), "float32")))
             np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-4, rtol=1e-4)
             for _ in range(repeats):
                 for value, samples in zip(values, times):

@@ -217,9 +217,12 @@ def test_zoo_model_training_step_is_keras(rng):
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="direct calls are torch's")
-def test_zoo_model_calls_hooked_and_mixed_precision_layers_through_keras(monkeypatch, rng):
-    """A torch forward hook still runs; under mixed precision (autocast) every layer
-    goes through Keras."""
+def test_zoo_model_calls_hooked_layers_through_keras_and_runs_mixed_precision(
+    monkeypatch, rng
+):
+    """A torch forward hook still runs. Under mixed precision the layers run directly
+    in the model's autocast scope, but for the first, whose float32 images Keras
+    casts."""
     model, functional = _zoo_model_and_functional_twin("resnet50")
     images = rng.uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     reference = to_numpy(model(images, training=False))
@@ -237,10 +240,39 @@ def test_zoo_model_calls_hooked_and_mixed_precision_layers_through_keras(monkeyp
     mixed, mixed_functional = _zoo_model_and_functional_twin("resnet50")
     mixed.set_weights(model.get_weights())
     direct.clear()
-    np.testing.assert_allclose(to_numpy(mixed(images, training=False)).astype("float32"),
-                               to_numpy(mixed_functional(images, training=False)).astype("float32"))
-    # The model's own autocast scope sends every layer through Keras.
-    assert direct == []
+    got = mixed(images, training=False)
+    through_keras = {layer.name for layer in mixed.layers[1:]} - set(direct)
+    expected = mixed_functional(images, training=False)
+    assert through_keras == {mixed.layers[1].name}
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(to_numpy(keras.ops.cast(got, "float32")),
+                                  to_numpy(keras.ops.cast(expected, "float32")))
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="direct calls are torch's")
+def test_zoo_model_calls_layers_that_change_the_autocast_scope_through_keras(monkeypatch):
+    """In a mixed bfloat16 model: a float32 layer (Keras opens a float32 scope for it)
+    and a layer with `autocast=False` (Keras clears the scope: its variables are read in
+    float32, so its output is float32, which the next layer's call casts) go through
+    Keras; the mixed layers with bfloat16 inputs run directly."""
+    from keras_dynconv.zoo import ZooModel
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    inputs = keras.Input((6, 6, 8))
+    x = layers.Conv2D(8, 1, name="first")(inputs)
+    x = keras.layers.Dense(8, name="mixed_dense")(x)
+    x = keras.layers.Dense(8, autocast=False, name="no_autocast")(x)
+    x = keras.layers.Dense(8, name="after_no_autocast")(x)
+    x = keras.layers.Dense(8, name="mixed_again")(x)
+    outputs = keras.layers.Dense(2, dtype="float32", name="float32_dense")(x)
+    model, functional = ZooModel(inputs, outputs), keras.Model(inputs, outputs)
+    direct = _direct_layers(monkeypatch)
+    images = _images()
+    got = model(images, training=False)
+    assert set(direct) == {"mixed_dense", "mixed_again"}
+    expected = functional(images, training=False)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(to_numpy(got), to_numpy(expected))
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="direct calls are torch's")

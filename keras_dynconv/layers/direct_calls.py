@@ -32,8 +32,9 @@ except ImportError:
 
 def applies(inputs, training):
     """Whether calls for these model inputs may go direct: eager inference (`training`
-    falsy) on torch, on tensors without masks, outside autocast and symbolic scopes,
-    with no distribution, not exporting or compiling."""
+    falsy) on torch, on tensors without masks, outside symbolic scopes, with no
+    distribution, not exporting or compiling. (Autocast scopes are each layer's
+    question: `_plain`.)"""
     if training or keras.backend.backend() != "torch" or not KERAS_INTERNALS_FOUND:
         return False
     import torch
@@ -43,7 +44,6 @@ def applies(inputs, training):
     tensors = inputs if isinstance(inputs, (list, tuple)) else [inputs]
     return (
         all(isinstance(x, torch.Tensor) and _mask(x) is None for x in tensors)
-        and get_autocast_scope() is None
         and not in_symbolic_scope()
         and keras.distribution.distribution() is None
         and not portability.active()
@@ -112,9 +112,9 @@ def _tensor_arguments(args, kwargs):
 def _plain(layer, tensors, container=False):
     """A built layer without sublayers (or one whose `call` passes `training` to them
     itself: `passes_training_to_sublayers`; or a `container` whose layers are checked
-    one by one), whose tensor arguments carry no mask and have its compute dtype, which
-    is also its variable dtype (no autocast); no activity regularizer, quantization,
-    torch hook or output mask of its own."""
+    one by one), whose tensor arguments carry no mask and have its compute dtype, and
+    for which Keras would keep the autocast scope as it is (`_keeps_autocast_scope`);
+    no activity regularizer, quantization, torch hook or output mask of its own."""
     policy = layer.dtype_policy
     return (
         layer.built
@@ -125,7 +125,7 @@ def _plain(layer, tensors, container=False):
         )
         and layer.activity_regularizer is None
         and policy.quantization_mode is None
-        and policy.compute_dtype == policy.variable_dtype
+        and _keeps_autocast_scope(layer, policy)
         and all(_dtype_name(x.dtype) == policy.compute_dtype and _mask(x) is None for x in tensors)
         and (
             container
@@ -135,6 +135,17 @@ def _plain(layer, tensors, container=False):
         )
         and not _hooked(layer)
     )
+
+
+def _keeps_autocast_scope(layer, policy):
+    """Whether `Layer.__call__` would run this layer in the current autocast scope, as
+    a direct call does: with no scope, a layer whose variables have its compute dtype
+    (a mixed layer opens one); in a mixed model's scope, an autocasting layer of the
+    scope's compute dtype (others open their own or clear it)."""
+    scope = get_autocast_scope()
+    if scope is None:
+        return policy.compute_dtype == policy.variable_dtype
+    return layer.autocast and scope.dtype == policy.compute_dtype
 
 
 @functools.cache
