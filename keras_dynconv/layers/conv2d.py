@@ -3,6 +3,7 @@
 import keras
 
 from keras_dynconv.ops.convolution import conv
+from keras_dynconv.ops.torch_prepared import prepared_conv
 
 
 @keras.saving.register_keras_serializable(package="keras_dynconv")
@@ -25,6 +26,14 @@ class Conv2D(keras.layers.Conv2D):
 
     def call(self, inputs):
         return call_with_bias(self, conv, inputs)
+
+    def prepared_variables(self):
+        """The variables `prepared_inference` reads (`layers.prepared_calls`)."""
+        return convolution_variables(self)
+
+    def prepared_inference(self, inputs):
+        """`call` for inference on inputs like `inputs`, prepared once (torch)."""
+        return prepared_convolution(self, inputs, depthwise=False)
 
     def convolution_op(self, inputs, kernel):
         return conv(
@@ -52,3 +61,22 @@ def call_with_bias(layer, convolution, inputs):
     if layer.activation is not None:
         return layer.activation(outputs)
     return outputs
+
+
+def convolution_variables(layer):
+    return [layer.kernel] + ([layer.bias] if layer.use_bias else [])
+
+
+def prepared_convolution(layer, inputs, depthwise):
+    """A Keras convolution layer's `call` as `torch_prepared.prepared_conv` (None for
+    channels-first data)."""
+    if layer.data_format != "channels_last" or len(inputs.shape) != 4:
+        return None
+    run = prepared_conv(
+        inputs, layer.kernel, layer.strides, layer.padding, layer.dilation_rate,
+        bias=layer.bias if layer.use_bias else None, depthwise=depthwise,
+    )
+    activation = layer.activation
+    if activation is None or activation is keras.activations.linear:
+        return run
+    return lambda x: activation(run(x))

@@ -3,6 +3,8 @@
 import keras
 
 from keras_dynconv.layers.conv2d import call_with_bias
+from keras_dynconv.layers.conv2d import convolution_variables
+from keras_dynconv.layers.conv2d import prepared_convolution
 from keras_dynconv.ops.depthwise import depthwise_conv
 
 
@@ -25,3 +27,11 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
 
     def call(self, inputs):
         return call_with_bias(self, depthwise_conv, inputs)
+
+    def prepared_variables(self):
+        """The variables `prepared_inference` reads (`layers.prepared_calls`)."""
+        return convolution_variables(self)
+
+    def prepared_inference(self, inputs):
+        """`call` for inference on inputs like `inputs`, prepared once (torch)."""
+        return prepared_convolution(self, inputs, depthwise=True)

@@ -5,7 +5,8 @@ masks, opens name and autocast scopes and runs torch's module hooks: 0.1-0.2 ms 
 layer on this project's 2-core CPU (a ReLU layer 112 µs against 12 µs for its `call`),
 more than the convolutions of many layers at batch 1. Where none of that machinery has
 work to do, a layer's `call` alone gives the same result: `inference_call` calls it
-directly then, and through `__call__` otherwise. `run` applies it to the inner block of
+directly then (the static layers' prepared functions where they have them:
+`prepared_calls`), and through `__call__` otherwise. `run` applies it to the inner block of
 a MoD block, `keras_dynconv.zoo.ZooModel` to the zoo's models: EfficientNet-B0 at
 batch 1 141 -> 75 ms, ResNet75-MoD 214 -> 151 ms (`python scripts/bench_direct_calls.py`;
 zoo/benchmarks/README.md). Equal to the calls through Keras
@@ -15,6 +16,8 @@ zoo/benchmarks/README.md). Equal to the calls through Keras
 import functools
 
 import keras
+
+from keras_dynconv.layers import prepared_calls
 
 # Keras exports none of these; they are what `Layer.__call__` itself consults, and the
 # base of the merging layers (`Add`, `Multiply`, `Concatenate`, ...), which derive no
@@ -65,6 +68,13 @@ def inference_call(operation, training=None):
             kwargs["training"] = training
         tensors = _tensor_arguments(args, kwargs)
         if tensors is not None and _plain(operation, tensors):
+            if len(args) == 1 and all(
+                key == "training" or (key == "mask" and value is None)
+                for key, value in kwargs.items()
+            ):
+                outputs = prepared_calls.call(operation, args[0])
+                if outputs is not None:
+                    return outputs
             if not operation._call_has_training_arg:
                 kwargs.pop("training", None)
             return operation.call(*args, **kwargs)

@@ -5,6 +5,7 @@ import keras
 from keras import ops
 
 from keras_dynconv.ops.normalization import batch_normalization
+from keras_dynconv.ops.torch_prepared import prepared_batch_normalization
 
 
 @keras.saving.register_keras_serializable(package="keras_dynconv")
@@ -47,6 +48,40 @@ class BatchNormalization(keras.layers.BatchNormalization):
             epsilon=self.epsilon,
         )
         return _cast(outputs, self.compute_dtype)
+
+    def prepared_variables(self):
+        """The variables `prepared_inference` reads (`layers.prepared_calls`)."""
+        return [self.moving_mean, self.moving_variance] + [
+            variable for variable, used in ((self.beta, self.center), (self.gamma, self.scale))
+            if used
+        ]
+
+    def prepared_inference(self, inputs):
+        """`call` with the moving statistics on inputs like `inputs`, prepared once
+        (torch; None where `call` would not take torch's `batch_norm`)."""
+        import torch
+
+        dtype = "float64" if keras.backend.standardize_dtype(inputs.dtype) == "float64" else "float32"
+
+        def cast(variable):
+            return _cast(variable.value, dtype).detach()
+
+        statistics = [cast(self.moving_mean), cast(self.moving_variance)]
+        affine = [cast(self.beta) if self.center else None, cast(self.gamma) if self.scale else None]
+        channels = inputs.shape[-1]
+        if len(inputs.shape) != 4 or self.axis not in (-1, 3) or any(
+            value is not None and tuple(value.shape) != (channels,)
+            for value in statistics + affine
+        ):
+            return None
+        normalise = prepared_batch_normalization(*statistics, *affine, epsilon=self.epsilon)
+        input_dtype = getattr(torch, dtype)
+        output_dtype = getattr(torch, self.compute_dtype)
+
+        def run(x):
+            return normalise(x.to(input_dtype)).to(output_dtype)
+
+        return run
 
 
 def _cast(tensor, dtype):

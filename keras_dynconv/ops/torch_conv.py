@@ -69,20 +69,36 @@ def _padding_amounts(sizes, kernel_size, strides, dilation_rate, padding):
     )
 
 
-def _padding(nchw, kernel_size, strides, dilation_rate, padding):
-    """`(nchw, torch_padding)`: symmetric "same" padding as conv2d's argument, asymmetric
-    padding applied to the input (channels-last memory kept)."""
+def padding_plan(sizes, kernel_size, strides, dilation_rate, padding):
+    """`(input_pad, torch_padding)` for images of spatial `sizes`: symmetric "same"
+    padding as conv2d's own argument (`input_pad` None), asymmetric padding as
+    `(left, right, top, bottom)` to pad the input with first."""
+    if padding.lower() != "same":
+        return None, [0, 0]
+    pads = padding_amounts(sizes, kernel_size, strides, dilation_rate, padding)
+    if all(before == after for before, after in pads):
+        return None, [before for before, _ in pads]
+    (top, bottom), (left, right) = pads
+    return (left, right, top, bottom), [0, 0]
+
+
+def pad_channels_last(nchw, input_pad):
+    """`nchw` padded by `input_pad` (from `padding_plan`), in channels-last memory."""
     import torch
     import torch.nn.functional as functional
 
-    if padding.lower() != "same":
-        return nchw, [0, 0]
-    pads = padding_amounts(nchw.shape[2:], kernel_size, strides, dilation_rate, padding)
-    if all(before == after for before, after in pads):
-        return nchw, [before for before, _ in pads]
-    (top, bottom), (left, right) = pads
-    padded = functional.pad(nchw, (left, right, top, bottom))
-    return padded.contiguous(memory_format=torch.channels_last), [0, 0]
+    if input_pad is None:
+        return nchw
+    return functional.pad(nchw, input_pad).contiguous(memory_format=torch.channels_last)
+
+
+def _padding(nchw, kernel_size, strides, dilation_rate, padding):
+    """`(nchw, torch_padding)`: symmetric "same" padding as conv2d's argument, asymmetric
+    padding applied to the input (channels-last memory kept)."""
+    input_pad, torch_padding = padding_plan(
+        nchw.shape[2:], kernel_size, strides, dilation_rate, padding
+    )
+    return pad_channels_last(nchw, input_pad), torch_padding
 
 
 def _conv2d_on_views(

@@ -25,23 +25,25 @@ def conv_weight(kernel, cacheable):
     `cacheable`, else the permuted view."""
     if not _keeps(kernel, cacheable):
         return kernel.permute(3, 2, 0, 1)
-    return _kept(kernel, "conv", _channels_last_conv_weight)
+    return _kept(kernel, "conv", conv_layout)
 
 
 def depthwise_weight(kernel, cacheable):
     """`[C*M, 1, kh, kw]` of a `[kh, kw, C, M]` depthwise kernel (a copy unless kept)."""
     if not _keeps(kernel, cacheable):
-        return _grouped_depthwise_weight(kernel)
-    return _kept(kernel, "depthwise", _grouped_depthwise_weight)
+        return depthwise_layout(kernel)
+    return _kept(kernel, "depthwise", depthwise_layout)
 
 
-def _channels_last_conv_weight(kernel):
+def conv_layout(kernel):
+    """`[O, I, kh, kw]` of a `[kh, kw, I, O]` kernel in channels-last memory (a copy)."""
     import torch
 
     return kernel.permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
 
 
-def _grouped_depthwise_weight(kernel):
+def depthwise_layout(kernel):
+    """`[C*M, 1, kh, kw]` of a `[kh, kw, C, M]` depthwise kernel (a copy)."""
     kernel_h, kernel_w, channels, multiplier = kernel.shape
     return kernel.permute(2, 3, 0, 1).reshape(channels * multiplier, 1, kernel_h, kernel_w)
 

@@ -1,0 +1,205 @@
+"""`keras_dynconv.layers.prepared_calls`: the static layers' kept torch functions equal
+their `call` (tolerance 1e-6: the same torch kernels on the same weights), are made
+again whenever what they were made for changes, and are not used where a gradient is
+wanted or variables are not the layer's own."""
+
+import contextlib
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import BACKEND, to_numpy
+from keras_dynconv import layers
+from keras_dynconv.layers import prepared_calls
+
+pytestmark = pytest.mark.skipif(BACKEND != "torch", reason="the prepared functions are torch's")
+
+TOLERANCE = dict(atol=1e-6, rtol=1e-6)
+
+CONV_CASES = [
+    # (layer, input shape)
+    (lambda: layers.Conv2D(6, 3, padding="same"), (2, 7, 7, 4)),
+    # "same" padding that is not symmetric: padded first.
+    (lambda: layers.Conv2D(6, 3, strides=2, padding="same", use_bias=False), (2, 8, 8, 4)),
+    (lambda: layers.Conv2D(6, 5, padding="valid", dilation_rate=2, activation="relu"), (1, 12, 11, 4)),
+    # A strided 1x1 kernel: subsampled first.
+    (lambda: layers.Conv2D(6, 1, strides=2, padding="same"), (2, 7, 8, 4)),
+    (lambda: layers.Conv2D(6, 3, groups=2, padding="same"), (1, 6, 6, 4)),
+    (lambda: layers.DepthwiseConv2D(3, padding="same"), (2, 7, 7, 4)),
+    (lambda: layers.DepthwiseConv2D(5, strides=2, padding="same", depth_multiplier=2), (2, 8, 9, 3)),
+    (lambda: layers.DepthwiseConv2D(3, padding="valid", use_bias=False, activation="swish"), (1, 6, 6, 4)),
+]
+
+
+def _built(make, shape, rng):
+    layer = make()
+    layer.build(shape)
+    layer.set_weights([rng.standard_normal(w.shape).astype("float32") for w in layer.weights])
+    return layer
+
+
+def _batch_norm(rng, **arguments):
+    layer = layers.BatchNormalization(**arguments)
+    layer.build((None, 5, 5, 6))
+    layer.set_weights([
+        rng.uniform(0.5, 1.5, w.shape).astype("float32") if "variance" in w.path
+        else rng.standard_normal(w.shape).astype("float32")
+        for w in layer.weights
+    ])
+    return layer
+
+
+def _inputs(rng, shape, dtype="float32"):
+    return keras.ops.convert_to_tensor(rng.standard_normal(shape).astype(dtype))
+
+
+@pytest.mark.parametrize("case", range(len(CONV_CASES)))
+def test_prepared_convolutions_equal_their_call(rng, case):
+    import torch
+
+    make, shape = CONV_CASES[case]
+    layer = _built(make, shape, rng)
+    x = _inputs(rng, shape)
+    with torch.no_grad():
+        got = prepared_calls.call(layer, x)
+        np.testing.assert_allclose(to_numpy(got), to_numpy(layer.call(x)), **TOLERANCE)
+
+
+@pytest.mark.parametrize("arguments, dtype", [
+    ({}, "float32"),
+    ({"center": False, "epsilon": 1e-5}, "float32"),
+    ({"scale": False}, "float32"),
+    ({}, "float64"),  # normalised in float64, as Keras' layer does
+])
+def test_prepared_batch_normalization_equals_its_call(rng, arguments, dtype):
+    import torch
+
+    layer = _batch_norm(rng, **arguments)
+    x = _inputs(rng, (2, 5, 5, 6), dtype)
+    with torch.no_grad():
+        got = prepared_calls.call(layer, x)
+        expected = layer.call(x, training=False)
+    assert got.dtype == expected.dtype
+    np.testing.assert_allclose(to_numpy(got), to_numpy(expected), **TOLERANCE)
+
+
+def test_prepared_layers_under_mixed_precision_equal_their_call(rng):
+    """bfloat16 inputs in the model's autocast scope: the kernel read in bfloat16, the
+    normalisation computed in float32 and returned in bfloat16."""
+    import torch
+    from keras.src.backend import AutocastScope
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    conv = _built(lambda: layers.Conv2D(6, 3, padding="same"), (2, 5, 5, 6), rng)
+    norm = _batch_norm(rng)
+    x = keras.ops.cast(_inputs(rng, (2, 5, 5, 6)), "bfloat16")
+    with torch.no_grad(), AutocastScope("bfloat16"):
+        for layer, call in ((conv, conv.call), (norm, lambda t: norm.call(t, training=False))):
+            got, expected = prepared_calls.call(layer, x), call(x)
+            assert got.dtype == expected.dtype == torch.bfloat16
+            np.testing.assert_array_equal(to_numpy(got.float()), to_numpy(expected.float()))
+
+
+def _count_preparations(monkeypatch, layer):
+    made = []
+    prepare = layer.prepared_inference
+
+    def spy(inputs):
+        made.append(tuple(inputs.shape))
+        return prepare(inputs)
+
+    monkeypatch.setattr(layer, "prepared_inference", spy)
+    return made
+
+
+@pytest.mark.parametrize("change", ["assign", "set_weights", "optimizer step"])
+def test_prepared_function_is_made_again_when_a_weight_changes(monkeypatch, rng, change):
+    import torch
+
+    layer = _built(lambda: layers.Conv2D(6, 3, padding="same"), (2, 7, 7, 4), rng)
+    made = _count_preparations(monkeypatch, layer)
+    x = _inputs(rng, (2, 7, 7, 4))
+    with torch.no_grad():
+        prepared_calls.call(layer, x)
+        prepared_calls.call(layer, x)
+    assert len(made) == 1
+    if change == "assign":
+        layer.bias.assign(layer.bias.numpy() + 1.0)
+    elif change == "set_weights":
+        layer.set_weights([w * 2 for w in layer.get_weights()])
+    else:
+        optimizer = keras.optimizers.SGD(0.1)
+        optimizer.apply([keras.ops.ones(layer.kernel.shape)], [layer.kernel])
+    with torch.no_grad():
+        got = prepared_calls.call(layer, x)
+        expected = layer.call(x)
+    assert len(made) == 2
+    np.testing.assert_allclose(to_numpy(got), to_numpy(expected), **TOLERANCE)
+
+
+def test_prepared_function_is_made_again_for_other_inputs_and_scopes(monkeypatch, rng):
+    """Another input shape (other padding), dtype, or autocast scope (float32 inputs in
+    a bfloat16 scope read the kernel rounded to bfloat16, as Keras does)."""
+    import torch
+    from keras.src.backend import AutocastScope
+
+    layer = _built(lambda: layers.Conv2D(6, 3, strides=2, padding="same"), (None, None, None, 4), rng)
+    made = _count_preparations(monkeypatch, layer)
+    with torch.no_grad():
+        for shape, dtype, scope in [
+            ((2, 7, 7, 4), "float32", None),
+            ((2, 8, 8, 4), "float32", None),
+            ((2, 8, 8, 4), "float32", "bfloat16"),
+            ((2, 8, 8, 4), "float64", None),
+        ]:
+            x = _inputs(rng, shape, dtype)
+            with AutocastScope(scope) if scope else contextlib.nullcontext():
+                got, expected = prepared_calls.call(layer, x), layer.call(x)
+            np.testing.assert_allclose(to_numpy(got), to_numpy(expected), **TOLERANCE)
+    assert len(made) == 4
+
+
+def test_no_prepared_function_where_a_gradient_is_wanted_or_variables_are_not_the_layers(rng):
+    """Gradient mode with trainable weights (a fine-tuning step with `training=False`),
+    a stateless scope (`stateless_call`: the scope's values), and a LoRA kernel (computed,
+    not a variable) are each `call`'s."""
+    import torch
+    from keras.src.backend import StatelessScope
+
+    layer = _built(lambda: layers.Conv2D(6, 3, padding="same"), (2, 7, 7, 4), rng)
+    x = _inputs(rng, (2, 7, 7, 4))
+    assert prepared_calls.call(layer, x) is None
+    with torch.no_grad():
+        zeros = [(v, keras.ops.zeros(v.shape)) for v in layer.weights]
+        with StatelessScope(state_mapping=zeros):
+            assert prepared_calls.call(layer, x) is None
+        layer.enable_lora(2)
+        assert prepared_calls.call(layer, x) is None
+
+
+def test_zoo_model_runs_its_static_layers_prepared(monkeypatch, rng):
+    """Every static convolution and normalisation of a zoo model (a MoD block's inner
+    ones included) runs through its kept function under the direct calls."""
+    import torch
+
+    from keras_dynconv import zoo
+
+    model = zoo.get_model("resnet75_mod", weights=None, input_shape=(64, 64, 3), classes=10)
+    used = []
+    call = prepared_calls.call
+
+    def spy(layer, inputs):
+        outputs = call(layer, inputs)
+        if outputs is not None:
+            used.append(layer)
+        return outputs
+
+    monkeypatch.setattr(prepared_calls, "call", spy)
+    with torch.no_grad():
+        model(rng.uniform(0, 255, (1, 64, 64, 3)).astype("float32"), training=False)
+    static = [
+        layer for layer in model._flatten_layers()
+        if type(layer) in (layers.Conv2D, layers.DepthwiseConv2D, layers.BatchNormalization)
+    ]
+    assert static and set(map(id, used)) == set(map(id, static))
