@@ -399,3 +399,27 @@ def test_no_direct_calls_without_the_keras_internals_they_consult(monkeypatch):
                                to_numpy(keras.Model(inputs, outputs)(_images())),
                                atol=ATOL, rtol=RTOL)
     assert direct == []
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="direct calls are torch's")
+def test_zoo_model_graph_plan_passes_nested_arguments_and_several_outputs(monkeypatch):
+    """`graph_plan.run`: a list argument (`Concatenate`), a layer with two outputs and
+    a model whose outputs are a dict, as Keras' walk gives them."""
+    from keras_dynconv.zoo import ZooModel
+    from keras_dynconv.zoo import graph_plan
+
+    inputs = keras.Input((6, 6, 8))
+    left = layers.Conv2D(4, 1, name="left")(inputs)
+    right = layers.Conv2D(4, 3, padding="same", name="right")(inputs)
+    joined = keras.layers.Concatenate(name="joined")([left, right])
+    doubled, negated = keras.layers.Lambda(lambda x: [2 * x, -x], name="two_outputs")(joined)
+    outputs = {"sum": keras.layers.Add(name="sum")([doubled, negated]), "negated": negated}
+    model, functional = ZooModel(inputs, outputs), keras.Model(inputs, outputs)
+    walks = []
+    run = graph_plan.run
+    monkeypatch.setattr(graph_plan, "run", lambda *args: walks.append(1) or run(*args))
+    got = model(_images(), training=False)
+    expected = functional(_images(), training=False)
+    assert walks and set(got) == {"sum", "negated"}
+    for key in expected:
+        np.testing.assert_allclose(to_numpy(got[key]), to_numpy(expected[key]), atol=ATOL, rtol=RTOL)

@@ -4,6 +4,7 @@ for eager inference on torch."""
 import keras
 
 from keras_dynconv.layers import direct_calls
+from keras_dynconv.zoo import graph_plan
 
 try:  # Keras' functional model's own helpers, not exported
     from keras.src.models.functional import operation_fn as functional_operation_fn
@@ -44,10 +45,13 @@ class ZooModel(keras.Model):
             return super().call(inputs, training=training, mask=mask, **kwargs)
         # Functional.call without masks, the inputs standardised (made tensors) once.
         inputs = self._standardize_inputs(inputs)
-        if direct_calls.applies(inputs, training):
+        if direct_calls.applies(inputs, training) and graph_plan.KERAS_INTERNALS_FOUND:
             def operation_fn(operation):
                 return direct_calls.inference_call(operation, training)
-        else:
-            def operation_fn(operation):
-                return functional_operation_fn(operation, training=training)
+
+            return unpack_singleton(graph_plan.run(self, inputs, operation_fn))
+
+        def operation_fn(operation):
+            return functional_operation_fn(operation, training=training)
+
         return unpack_singleton(self._run_through_graph(inputs, operation_fn=operation_fn))
