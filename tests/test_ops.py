@@ -562,6 +562,43 @@ def test_static_layers_are_keras_layers_with_the_fast_paths(rng, make, keras_cla
     np.testing.assert_allclose(to_numpy(ours(x)), to_numpy(reference_layer(x)), atol=ATOL, rtol=RTOL)
 
 
+def _standardized_convolution(base):
+    """`base` with Keras' hook for a weight-standardised convolution: `convolution_op`."""
+
+    class Standardized(base):
+        def convolution_op(self, inputs, kernel):
+            mean = keras.ops.mean(kernel, axis=(0, 1, 2), keepdims=True)
+            return super().convolution_op(inputs, kernel - mean)
+
+    return Standardized
+
+
+def test_static_conv_subclass_convolution_op_is_used(rng):
+    """A subclass's `convolution_op` runs, as in Keras' layer (also for inference on
+    torch, where the prepared calls must not bypass it)."""
+    from keras_dynconv.layers import prepared_calls
+
+    ours = _standardized_convolution(layers.Conv2D)(6, 3, padding="same", activation="relu")
+    reference_layer = _standardized_convolution(keras.layers.Conv2D)(6, 3, padding="same",
+                                                                     activation="relu")
+    x = _random(rng, 2, 7, 7, 3)
+    ours.build(x.shape)
+    reference_layer.build(x.shape)
+    reference_layer.set_weights([_random(rng, *v.shape) + 1.0 for v in reference_layer.weights])
+    ours.set_weights(reference_layer.get_weights())
+    expected = to_numpy(reference_layer(x))
+    np.testing.assert_allclose(to_numpy(ours(x)), expected, atol=ATOL, rtol=RTOL)
+    plain = layers.Conv2D(6, 3, padding="same", activation="relu")
+    plain.build(x.shape)
+    plain.set_weights(ours.get_weights())
+    assert not np.allclose(expected, to_numpy(plain(x)), atol=1e-2)  # the hook matters
+    if BACKEND == "torch":
+        import torch
+
+        with torch.no_grad():
+            assert prepared_calls.call(ours, keras.ops.convert_to_tensor(x)) is None
+
+
 @pytest.mark.parametrize("case", [CONV_CASES[1], TAPS_CASES[-3]])
 def test_taps_mixture_depthwise_equals_the_generic_path_with_gradients(rng, monkeypatch, case):
     batch, h, w, channels, _, ksize, strides, padding, dilation = case

@@ -178,6 +178,18 @@ def test_no_prepared_function_where_a_gradient_is_wanted_or_variables_are_not_th
         assert prepared_calls.call(layer, x) is None
 
 
+def test_no_prepared_function_for_a_subclass_with_its_own_call(rng):
+    import torch
+
+    class Doubled(layers.Conv2D):
+        def call(self, inputs):
+            return 2 * super().call(inputs)
+
+    layer = _built(lambda: Doubled(6, 3, padding="same"), (2, 7, 7, 4), rng)
+    with torch.no_grad():
+        assert prepared_calls.call(layer, _inputs(rng, (2, 7, 7, 4))) is None
+
+
 def test_zoo_model_runs_its_static_layers_prepared(monkeypatch, rng):
     """Every static convolution and normalisation of a zoo model (a MoD block's inner
     ones included) runs through its kept function under the direct calls."""

@@ -15,8 +15,9 @@ class Conv2D(keras.layers.Conv2D):
     convolution runs on views of the channels-last input, where Keras copies the
     activations three times per layer, and adds the bias itself, where Keras adds it
     in another pass over the output (ResNet-50 at batch 32 on a 2-core CPU: 1750 ->
-    1597 ms; `python scripts/bench_conv_bias.py`). The zoo's static convolutions are
-    this class.
+    1597 ms; `python scripts/bench_conv_bias.py`). A subclass that overrides
+    `convolution_op` (Keras' hook, e.g. for weight standardisation) runs Keras' `call`
+    around it. The zoo's static convolutions are this class.
 
     Example:
     >>> layer = Conv2D(8, 3, padding="same")
@@ -25,7 +26,10 @@ class Conv2D(keras.layers.Conv2D):
     """
 
     def call(self, inputs):
-        return call_with_bias(self, conv, inputs)
+        if _own_convolution_op(self):
+            return call_with_bias(self, conv, inputs)
+        # A subclass's `convolution_op` (weight standardisation, say): Keras' `call` runs it.
+        return super().call(inputs)
 
     def prepared_variables(self):
         """The variables `prepared_inference` reads (`layers.prepared_calls`)."""
@@ -33,6 +37,8 @@ class Conv2D(keras.layers.Conv2D):
 
     def prepared_inference(self, inputs):
         """`call` for inference on inputs like `inputs`, prepared once (torch)."""
+        if not _own_convolution_op(self):
+            return None
         return prepared_convolution(self, inputs, depthwise=False)
 
     def convolution_op(self, inputs, kernel):
@@ -61,6 +67,10 @@ def call_with_bias(layer, convolution, inputs):
     if layer.activation is not None:
         return layer.activation(outputs)
     return outputs
+
+
+def _own_convolution_op(layer):
+    return type(layer).convolution_op is Conv2D.convolution_op
 
 
 def convolution_variables(layer):

@@ -13,6 +13,7 @@ prepared functions hold detached weights) and outside stateless scopes (whose va
 are not the variables' own). Equal to the layers' `call` (tests/test_prepared_calls.py).
 """
 
+import functools
 import weakref
 
 try:  # what `keras.Variable.value` consults; not exported
@@ -33,7 +34,7 @@ def call(layer, inputs):
     layer's kept function, or None where the layer has none or it does not apply (a
     gradient wanted, a stateless scope, variables that are not torch tensors, a layer
     configuration its `prepared_inference` does not take)."""
-    if not KERAS_INTERNALS_FOUND or not hasattr(layer, "prepared_inference"):
+    if not KERAS_INTERNALS_FOUND or not _prepares(type(layer)):
         return None
     import torch
 
@@ -57,3 +58,14 @@ def call(layer, inputs):
         _PREPARED[layer] = kept
     function = kept[1]
     return None if function is None else function(inputs)
+
+
+@functools.cache
+def _prepares(cls):
+    """Whether `cls` has a prepared inference for the `call` it runs: the class that
+    defines `prepared_inference` also defines that `call` (a subclass's own `call`
+    computes something else)."""
+    for base in cls.__mro__:
+        if "prepared_inference" in base.__dict__:
+            return cls.call is base.__dict__.get("call")
+    return False
