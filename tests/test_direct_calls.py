@@ -402,6 +402,34 @@ def test_no_direct_calls_without_the_keras_internals_they_consult(monkeypatch):
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="direct calls are torch's")
+def test_direct_calls_without_the_keras_internals_of_the_plan_and_prepared_calls(monkeypatch):
+    """Without the Keras class `graph_plan` imports, Keras walks the graph with the
+    direct calls; without what `prepared_calls` imports, layers run their `call`."""
+    import torch
+
+    from keras_dynconv.layers import prepared_calls
+    from keras_dynconv.zoo import ZooModel
+    from keras_dynconv.zoo import graph_plan
+
+    monkeypatch.setattr(graph_plan, "KERAS_INTERNALS_FOUND", False)
+    monkeypatch.setattr(prepared_calls, "KERAS_INTERNALS_FOUND", False)
+    monkeypatch.setattr(graph_plan, "run", lambda *args: pytest.fail("graph_plan.run used"))
+    prepared = []
+    prepare = layers.Conv2D.prepared_inference
+    monkeypatch.setattr(layers.Conv2D, "prepared_inference",
+                        lambda self, x: prepared.append(self) or prepare(self, x))
+    inputs = keras.Input((6, 6, 8))
+    outputs = layers.Conv2D(8, 1)(inputs)
+    model = ZooModel(inputs, outputs)
+    direct = _direct_layers(monkeypatch)
+    with torch.no_grad():
+        got = model(_images(), training=False)
+    np.testing.assert_allclose(to_numpy(got), to_numpy(keras.Model(inputs, outputs)(_images())),
+                               atol=ATOL, rtol=RTOL)
+    assert len(direct) == 1 and prepared == []
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="direct calls are torch's")
 def test_zoo_model_graph_plan_passes_nested_arguments_and_several_outputs(monkeypatch):
     """`graph_plan.run`: a list argument (`Concatenate`), a layer with two outputs and
     a model whose outputs are a dict, as Keras' walk gives them."""

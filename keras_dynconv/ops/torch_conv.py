@@ -84,11 +84,11 @@ def padding_plan(sizes, kernel_size, strides, dilation_rate, padding):
 
 def pad_channels_last(nchw, input_pad):
     """`nchw` padded by `input_pad` (from `padding_plan`), in channels-last memory."""
+    if input_pad is None:
+        return nchw
     import torch
     import torch.nn.functional as functional
 
-    if input_pad is None:
-        return nchw
     return functional.pad(nchw, input_pad).contiguous(memory_format=torch.channels_last)
 
 

@@ -8,7 +8,9 @@ kernel's layout and dtype, the padding. Each function here does that work once a
 returns a function of the input that calls torch alone, equal to the generic op for
 inputs of the same shape, dtype and device, and weights that have not changed since
 (`keras_dynconv.layers.prepared_calls` keeps them per layer and checks both). Nothing
-here records gradients: the weights are detached.
+here records gradients: the weights are detached. A prepared convolution holds its
+kernel in torch's layout, a copy as large as the kernel (as `torch_weights` keeps for
+the generic path's inference).
 """
 
 from keras_dynconv.ops import torch_conv

@@ -24,7 +24,8 @@ class ZooModel(keras.Model):
     `direct_calls.applies` (torch; `training` falsy; no masks; not symbolic, exporting
     or compiling), each plain layer's `call` runs directly instead of through
     `Layer.__call__`, which costs 0.1-0.2 ms per layer on this project's 2-core CPU;
-    training steps and every other backend go through Keras as before.
+    training steps and every other backend go through Keras as before. The direct calls
+    walk the graph from a plan made at the first call (`keras_dynconv.zoo.graph_plan`).
     EfficientNet-B0 at batch 1: 141 -> 75 ms (`python scripts/bench_direct_calls.py`).
 
     Example:
@@ -45,13 +46,13 @@ class ZooModel(keras.Model):
             return super().call(inputs, training=training, mask=mask, **kwargs)
         # Functional.call without masks, the inputs standardised (made tensors) once.
         inputs = self._standardize_inputs(inputs)
-        if direct_calls.applies(inputs, training) and graph_plan.KERAS_INTERNALS_FOUND:
+        if direct_calls.applies(inputs, training):
             def operation_fn(operation):
                 return direct_calls.inference_call(operation, training)
 
-            return unpack_singleton(graph_plan.run(self, inputs, operation_fn))
-
-        def operation_fn(operation):
-            return functional_operation_fn(operation, training=training)
-
+            if graph_plan.KERAS_INTERNALS_FOUND:
+                return unpack_singleton(graph_plan.run(self, inputs, operation_fn))
+        else:
+            def operation_fn(operation):
+                return functional_operation_fn(operation, training=training)
         return unpack_singleton(self._run_through_graph(inputs, operation_fn=operation_fn))
