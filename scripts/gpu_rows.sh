@@ -13,7 +13,8 @@
 #   its own invocation (a cuDNN failure leaves the process's CUDA context broken,
 #   which would fail every later row).
 # - tests: in the time left, the torch fast paths against the generic ones on CUDA
-#   (the direct-call, ops, normalisation and weight tests), if pytest is installed.
+#   (the prepared-call, direct-call, ops, normalisation and weight tests), if pytest
+#   is installed.
 #
 # It runs on the device's own Python (torch and JAX are installed there, Keras is not).
 # Wheels in .whl/ are installed to /tmp/site first: fetch them here with
@@ -119,7 +120,7 @@ done
 # tracebacks reach the log before the step's limit.
 if [[ " ${backends[*]} " == *" torch "* ]] && "$python" -c "import pytest" 2>/dev/null; then
   step torch-tests 150 env KERAS_BACKEND=torch "$python" -m pytest -q -p no:cacheprovider \
-    --maxfail=6 --tb=short tests/test_direct_calls.py tests/test_ops.py \
+    --maxfail=6 --tb=short tests/test_prepared_calls.py tests/test_direct_calls.py tests/test_ops.py \
     tests/test_normalization.py tests/test_torch_weights.py
 fi
 pack

@@ -1,7 +1,8 @@
 """`keras_dynconv.layers.prepared_calls`: the static layers' kept torch functions equal
-their `call` (tolerance 1e-6: the same torch kernels on the same weights), are made
-again whenever what they were made for changes, and are not used where a gradient is
-wanted or variables are not the layer's own."""
+their `call` (tolerance 1e-6 on a CPU, where both run the same torch kernels on the
+same weights; 1e-5 on a GPU, where cuDNN may pick another algorithm for the kept
+kernel layout), are made again whenever what they were made for changes, and are not
+used where a gradient is wanted or variables are not the layer's own."""
 
 import contextlib
 
@@ -15,7 +16,14 @@ from keras_dynconv.layers import prepared_calls
 
 pytestmark = pytest.mark.skipif(BACKEND != "torch", reason="the prepared functions are torch's")
 
-TOLERANCE = dict(atol=1e-6, rtol=1e-6)
+
+def _on_cpu():
+    return keras.ops.convert_to_tensor(np.zeros(1, "float32")).device.type == "cpu"
+
+
+TOLERANCE = (
+    dict(atol=1e-6, rtol=1e-6) if BACKEND != "torch" or _on_cpu() else dict(atol=1e-5, rtol=1e-5)
+)
 
 CONV_CASES = [
     # (layer, input shape)
@@ -98,7 +106,9 @@ def test_prepared_layers_under_mixed_precision_equal_their_call(rng):
         for layer, call in ((conv, conv.call), (norm, lambda t: norm.call(t, training=False))):
             got, expected = prepared_calls.call(layer, x), call(x)
             assert got.dtype == expected.dtype == torch.bfloat16
-            np.testing.assert_array_equal(to_numpy(got.float()), to_numpy(expected.float()))
+            # Equal on a CPU; on a GPU within one bfloat16 rounding (another cuDNN algorithm).
+            np.testing.assert_allclose(to_numpy(got.float()), to_numpy(expected.float()),
+                                       rtol=0 if _on_cpu() else 2**-7, atol=0)
 
 
 def _count_preparations(monkeypatch, layer):
