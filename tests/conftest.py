@@ -98,6 +98,11 @@ def to_numpy(tensor):
     return np.asarray(keras.ops.convert_to_numpy(tensor))
 
 
+def torch_device_type():
+    """The type of Keras' device on the torch backend: "cpu" or "cuda"."""
+    return keras.ops.convert_to_tensor(np.zeros(1, "float32")).device.type
+
+
 def inference(model, inputs):
     """`model`'s inference outputs as NumPy: compiled on JAX, eager elsewhere.
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import reference
-from conftest import ATOL, BACKEND, RTOL, gradients, jit, to_numpy
+from conftest import ATOL, BACKEND, RTOL, gradients, jit, to_numpy, torch_device_type
 from keras_dynconv import layers
 from keras_dynconv import ops as dc
 from keras_dynconv.ops import taps
@@ -229,11 +229,6 @@ def test_torch_correlation_weight_gradient_equals_the_generic_path(
     assert calls
 
 
-def _torch_device_type():
-    """The type of Keras' torch device ("cpu" or "cuda")."""
-    return keras.ops.convert_to_tensor(np.zeros(1, "float32")).device.type
-
-
 @pytest.mark.skipif(BACKEND != "torch", reason="the torch inference path")
 @pytest.mark.parametrize("case", [CONV_CASES[1], TAPS_CASES[-3], TAPS_CASES[-1]])
 @pytest.mark.parametrize("examples_per_chunk", [1, 2])
@@ -257,7 +252,7 @@ def test_torch_depthwise_inference_chunks_equal_the_generic_path(
     )
     _assert_depthwise_fast_path_equals_generic(monkeypatch, torch_conv, case, multiplier, rng)
     chunks = [min(examples_per_chunk, batch - start) for start in range(0, batch, examples_per_chunk)]
-    if _torch_device_type() != "cpu":  # the chunks are sized for a CPU's caches
+    if torch_device_type() != "cpu":  # the chunks are sized for a CPU's caches
         chunks = [batch]
     # The inference call in chunks, then the whole batch for each of the two gradients.
     assert folds[: len(chunks)] == chunks
@@ -296,7 +291,7 @@ def test_torch_pointwise_chunks_only_for_inference_on_a_cpu(rng):
     wanted, nor for 3x3 kernels or mixed dtypes, nor on a GPU (Keras' device here)."""
     import torch
 
-    device = _torch_device_type()
+    device = torch_device_type()
     inputs = torch.tensor(_random(rng, 2, 4, 4, 3), device=device)
     experts = torch.tensor(_random(rng, 4, 1, 1, 3, 5), device=device, requires_grad=True)
     routing = torch.tensor(_random(rng, 2, 4), device=device)

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import BACKEND, to_numpy
+from conftest import BACKEND, to_numpy, torch_device_type
 from keras_dynconv import layers
 from keras_dynconv.layers import prepared_calls
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(BACKEND != "torch", reason="the prepared functio
 
 
 def _on_cpu():
-    return keras.ops.convert_to_tensor(np.zeros(1, "float32")).device.type == "cpu"
+    return torch_device_type() == "cpu"
 
 
 TOLERANCE = (
