@@ -94,7 +94,7 @@ if [ ${#backends[@]} -eq 0 ]; then pack; exit 3; fi
 # The JAX formulations first: JAX float32 at batch 256 is the GPU row above target.
 if [[ " ${backends[*]} " == *" jax "* ]]; then
   step jax-variants 150 env KERAS_BACKEND=jax "$python" scripts/gpu_jax_variants.py \
-    --batch "${BATCHES##*,}" --image-size "${IMAGE_SIZE:-224}" --repeats 20 \
+    --batch "${batches##*,}" --image-size "${IMAGE_SIZE:-224}" --repeats 20 \
     --output "$out/jax-variants.md"
 fi
 # Then inference: it holds the target (<= 1.10 at batch 256).
