@@ -4,9 +4,8 @@ Keras' `Functional._run_through_graph` works out on every call what is fixed for
 model: the order of its nodes, which of them can run, and each node's arguments and
 outputs through `keras.tree` functions (torch's pytree on that backend): EfficientNet-B0
 at batch 1 took 55.3 ms that way and 50.8 ms from the plan on this project's 2-core
-CPU. `run`
-walks the same nodes in the same order with the same calls, from a plan of node
-arguments and output positions made at the first call. `ZooModel` uses it for its
+CPU. `run` walks the same nodes in the same order with the same calls, from a plan of
+node arguments and output positions made at the first call. `ZooModel` uses it for its
 direct calls (`python scripts/bench_graph_plan.py`; equal to `_run_through_graph`:
 tests/test_direct_calls.py).
 """
