@@ -5,6 +5,7 @@ import keras
 from keras import ops
 
 from keras_dynconv.ops.normalization import batch_normalization
+from keras_dynconv.ops.normalization import torch_batch_norm_applies
 from keras_dynconv.ops.torch_prepared import prepared_batch_normalization
 
 
@@ -30,21 +31,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         if (training and self.trainable) or mask is not None:
             return super().call(inputs, training=training, mask=mask)
-        # As Keras' layer: statistics in at least float32, the result in compute dtype.
-        dtype = keras.backend.standardize_dtype(inputs.dtype)
-        if dtype != "float64":
-            inputs, dtype = _cast(inputs, "float32"), "float32"
-
-        def cast(variable):
-            return _cast(variable.value, dtype)
-
+        inputs, (mean, variance), (offset, scale) = self._with_moving_statistics(inputs)
         outputs = batch_normalization(
-            inputs,
-            cast(self.moving_mean),
-            cast(self.moving_variance),
-            axis=self.axis,
-            offset=cast(self.beta) if self.center else None,
-            scale=cast(self.gamma) if self.scale else None,
+            inputs, mean, variance, axis=self.axis, offset=offset, scale=scale,
             epsilon=self.epsilon,
         )
         return _cast(outputs, self.compute_dtype)
@@ -61,27 +50,35 @@ class BatchNormalization(keras.layers.BatchNormalization):
         (torch; None where `call` would not take torch's `batch_norm`)."""
         import torch
 
-        dtype = "float64" if keras.backend.standardize_dtype(inputs.dtype) == "float64" else "float32"
-
-        def cast(variable):
-            return _cast(variable.value, dtype).detach()
-
-        statistics = [cast(self.moving_mean), cast(self.moving_variance)]
-        affine = [cast(self.beta) if self.center else None, cast(self.gamma) if self.scale else None]
-        channels = inputs.shape[-1]
-        if len(inputs.shape) != 4 or self.axis not in (-1, 3) or any(
-            value is not None and tuple(value.shape) != (channels,)
-            for value in statistics + affine
-        ):
+        if len(inputs.shape) != 4 or self.axis not in (-1, 3):
             return None
-        normalise = prepared_batch_normalization(*statistics, *affine, epsilon=self.epsilon)
-        input_dtype = getattr(torch, dtype)
-        output_dtype = getattr(torch, self.compute_dtype)
+        inputs, statistics, (offset, scale) = self._with_moving_statistics(inputs)
+        if not torch_batch_norm_applies(inputs, statistics, [offset, scale]):
+            return None
+        normalise = prepared_batch_normalization(*statistics, offset, scale, epsilon=self.epsilon)
+        input_dtype, output_dtype = inputs.dtype, getattr(torch, self.compute_dtype)
 
         def run(x):
             return normalise(x.to(input_dtype)).to(output_dtype)
 
         return run
+
+    def _with_moving_statistics(self, inputs):
+        """`(inputs, [mean, variance], [offset, scale])` as Keras' layer normalises:
+        in at least float32 (offset and scale None where not used); the result is then
+        cast to the compute dtype."""
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        if dtype != "float64":
+            inputs, dtype = _cast(inputs, "float32"), "float32"
+
+        def cast(variable):
+            return _cast(variable.value, dtype)
+
+        return (
+            inputs,
+            [cast(self.moving_mean), cast(self.moving_variance)],
+            [cast(self.beta) if self.center else None, cast(self.gamma) if self.scale else None],
+        )
 
 
 def _cast(tensor, dtype):

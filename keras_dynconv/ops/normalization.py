@@ -40,16 +40,18 @@ def batch_normalization(x, mean, variance, axis, offset=None, scale=None, epsilo
         affine = [
             None if value is None else torch_conv.torch_tensor(value) for value in (scale, offset)
         ]
-        if _torch_batch_norm_applies(x, statistics, affine):
+        if torch_batch_norm_applies(x, statistics, affine):
             return _torch_batch_norm(x, *statistics, *affine, epsilon)
     return ops.batch_normalization(
         x, mean, variance, axis, offset=offset, scale=scale, epsilon=epsilon
     )
 
 
-def _torch_batch_norm_applies(x, statistics, affine):
-    """torch's op takes 1D parameters of the input's dtype, and its fixed-statistics
-    mode gives no gradient for the statistics."""
+def torch_batch_norm_applies(x, statistics, affine):
+    """Whether torch's `batch_norm` can normalise the torch tensor `x` with these
+    statistics and affine parameters (None where unused): it takes 1D parameters of
+    the input's dtype, and its fixed-statistics mode gives no gradient for the
+    statistics."""
     parameters = statistics + [value for value in affine if value is not None]
     return (
         x.dtype.is_floating_point
