@@ -1,6 +1,7 @@
 """Shared fixtures. The suite runs once per backend: set KERAS_BACKEND before pytest."""
 
 import os
+import tempfile
 
 import keras
 import numpy as np
@@ -42,12 +43,16 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_configure(config):
-    """Full float32 arithmetic on GPUs, where the tolerances above assume it.
+    """A kernel cache of the run's own, and full float32 arithmetic on GPUs, where the
+    tolerances above assume it.
 
     Ampere and later GPUs run float32 convolutions and matrix products in TF32 by
     default (torch's cuDNN convolutions; JAX's default precision), which rounds the
     operands to 10 mantissa bits: two correct paths then differ by about 1e-3.
     """
+    # The native depthwise kernel (keras_dynconv.ops.native_depthwise) is built into a
+    # folder of the run's own, not the user's cache.
+    os.environ.setdefault("KERAS_DYNCONV_CACHE", tempfile.mkdtemp(prefix="keras_dynconv-cache-"))
     if BACKEND == "torch":
         import torch
 

@@ -67,7 +67,8 @@ def synchronize():
 
 
 def device_description():
-    """`{"backend", "device", "gpu"}` of this process (`gpu` None on CPU)."""
+    """`{"backend", "device", "gpu"}` of this process (`gpu` None on CPU), and on torch
+    on a CPU `native_depthwise`: whether `keras_dynconv.ops.native_depthwise` runs."""
     backend = keras.backend.backend()
     gpu = None
     if backend == "torch" and _torch_cuda():
@@ -85,7 +86,15 @@ def device_description():
 
         details = tf.config.experimental.get_device_details(_tf_gpus()[0])
         gpu = details.get("device_name", _tf_gpus()[0].name)
-    return {"backend": backend, "device": gpu or "cpu", "gpu": gpu}
+    description = {"backend": backend, "device": gpu or "cpu", "gpu": gpu}
+    if backend == "torch" and gpu is None:
+        from keras_dynconv.ops import native_depthwise
+
+        # Whether CondConv's depthwise layers ran the compiled kernel or the folded path.
+        description["native_depthwise"] = (
+            native_depthwise.enabled() and native_depthwise.kernel_function() is not None
+        )
+    return description
 
 
 def backend_versions():

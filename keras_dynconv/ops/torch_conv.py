@@ -23,6 +23,7 @@ import functools
 
 import keras
 
+from keras_dynconv.ops import native_depthwise
 from keras_dynconv.ops import portability
 from keras_dynconv.ops import torch_weights
 from keras_dynconv.ops.taps import output_size_and_padding
@@ -181,13 +182,18 @@ def max_pool(inputs, pool_size, strides, padding):
 
 def per_example_depthwise_conv(inputs, kernels, strides, padding, dilation_rate):
     inputs, kernels = torch_tensor(inputs), torch_tensor(kernels)
+    inference = inference_available(inputs, kernels)
+    if inference and native_depthwise.applies(inputs, kernels):
+        return native_depthwise.per_example_depthwise_conv(
+            inputs, kernels, strides, padding, dilation_rate
+        )
     batch, _, _, channels = inputs.shape
     kernel_h, kernel_w, _, multiplier = kernels.shape[1:]
     # Group b*C + c writes outputs (b*C + c)*M + m with kernels[b, :, :, c, m].
     weight = kernels.permute(0, 3, 4, 1, 2).reshape(
         batch * channels * multiplier, 1, kernel_h, kernel_w
     )
-    if not inference_available(inputs, kernels):
+    if not inference:
         outputs = _folded_depthwise_conv(inputs, weight, strides, padding, dilation_rate)
         return outputs.permute(2, 0, 1, 3).contiguous()
     import torch

@@ -1,0 +1,113 @@
+/* Depthwise convolution with a kernel of its own for every example: channels-last
+ * float32, depth multiplier 1. keras_dynconv/ops/native_depthwise.py builds this file,
+ * says why it exists, and tests it against the generic path.
+ *
+ * x [B, H, W, C], w [B, kh, kw, C], y [B, OH, OW, C]; ph, pw: the padding before the
+ * first row and column (TensorFlow's "same" or "valid" amounts).
+ *
+ * Each output row is a task. Within it, PB output pixels by 2 vectors of channels are
+ * summed in registers over the kernel taps, so each weight vector loaded serves PB
+ * pixels. Taps that fall on the padding read a row of zeros instead of branching.
+ */
+#include <stdlib.h>
+
+#if defined(__AVX512F__)
+#define VL 16
+#elif defined(__AVX__)
+#define VL 8
+#else
+#define VL 4
+#endif
+#define PB 7 /* output pixels per block: a 7x7 row in one block */
+#define NV 2 /* vectors of VL channels per block */
+
+typedef float vf __attribute__((vector_size(VL * 4)));
+typedef float vf_unaligned __attribute__((vector_size(VL * 4), aligned(4)));
+#define LOAD(p) (*(const vf_unaligned*)(p))
+#define STORE(p, v) (*(vf_unaligned*)(p) = (v))
+
+struct shape {
+  long H, W, C, kh, kw, sh, ph, dh, OH, OW, padded_OW;
+};
+
+/* Output pixels [ow0, ow0 + PB) of one row, channels [c0, c0 + vectors * VL). */
+static inline __attribute__((always_inline)) void block(
+    const struct shape* s, const float* xb, const float* wb, float* yrow,
+    const long* column, const float* zeros, long oh, long ow0, long c0, const int vectors) {
+  vf sums[PB][NV];
+#pragma GCC unroll 16
+  for (int p = 0; p < PB; ++p)
+#pragma GCC unroll 4
+    for (int v = 0; v < vectors; ++v) sums[p][v] = (vf){0};
+  for (long i = 0; i < s->kh; ++i) {
+    long ih = oh * s->sh - s->ph + i * s->dh;
+    if (ih < 0 || ih >= s->H) continue;
+    const float* x_row = xb + ih * s->W * s->C + c0;
+    for (long j = 0; j < s->kw; ++j) {
+      const float* w_tap = wb + (i * s->kw + j) * s->C + c0;
+      const long* offsets = column + j * s->padded_OW + ow0;
+      vf weights[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < vectors; ++v) weights[v] = LOAD(w_tap + v * VL);
+#pragma GCC unroll 16
+      for (int p = 0; p < PB; ++p) {
+        const float* x_tap = offsets[p] >= 0 ? x_row + offsets[p] : zeros;
+#pragma GCC unroll 4
+        for (int v = 0; v < vectors; ++v) sums[p][v] += LOAD(x_tap + v * VL) * weights[v];
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int p = 0; p < PB; ++p)
+    if (ow0 + p < s->OW)
+#pragma GCC unroll 4
+      for (int v = 0; v < vectors; ++v) STORE(yrow + (ow0 + p) * s->C + c0 + v * VL, sums[p][v]);
+}
+
+int per_example_depthwise(
+    const float* x, const float* w, float* y, long B, long H, long W, long C, long kh, long kw,
+    long sh, long sw, long ph, long pw, long dh, long dw, long OH, long OW, int threads) {
+  struct shape s = {H, W, C, kh, kw, sh, ph, dh, OH, OW, (OW + PB - 1) / PB * PB};
+  /* column[j * padded_OW + ow]: where tap column j of output column ow starts in an
+   * input row (in floats), or -1 on the padding. */
+  long* column = malloc(sizeof(long) * kw * s.padded_OW);
+  float* zeros = calloc(NV * VL, sizeof(float));
+  if (!column || !zeros) {
+    free(column);
+    free(zeros);
+    return 1;
+  }
+  for (long j = 0; j < kw; ++j)
+    for (long ow = 0; ow < s.padded_OW; ++ow) {
+      long iw = ow * sw - pw + j * dw;
+      column[j * s.padded_OW + ow] = (ow < OW && iw >= 0 && iw < W) ? iw * C : -1;
+    }
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (long row = 0; row < B * OH; ++row) {
+    long b = row / OH, oh = row % OH;
+    const float* xb = x + b * H * W * C;
+    const float* wb = w + b * kh * kw * C;
+    float* yrow = y + row * OW * C;
+    long c0 = 0;
+    for (; c0 + NV * VL <= C; c0 += NV * VL)
+      for (long ow0 = 0; ow0 < OW; ow0 += PB) block(&s, xb, wb, yrow, column, zeros, oh, ow0, c0, NV);
+    for (; c0 + VL <= C; c0 += VL)
+      for (long ow0 = 0; ow0 < OW; ow0 += PB) block(&s, xb, wb, yrow, column, zeros, oh, ow0, c0, 1);
+    for (; c0 < C; ++c0) /* fewer channels left than a vector holds */
+      for (long ow = 0; ow < OW; ++ow) {
+        float sum = 0.f;
+        for (long i = 0; i < kh; ++i) {
+          long ih = oh * sh - ph + i * dh;
+          if (ih < 0 || ih >= H) continue;
+          for (long j = 0; j < kw; ++j) {
+            long offset = column[j * s.padded_OW + ow];
+            if (offset >= 0) sum += xb[ih * W * C + offset + c0] * wb[(i * kw + j) * C + c0];
+          }
+        }
+        yrow[ow * C + c0] = sum;
+      }
+  }
+  free(column);
+  free(zeros);
+  return 0;
+}

@@ -1,0 +1,206 @@
+"""A compiled depthwise convolution with per-example kernels, for torch inference on CPUs.
+
+CondConv's depthwise layers convolve every example with a kernel of its own. torch has
+no such kernel: the folded path (`torch_conv.per_example_depthwise_conv`) runs oneDNN's
+depthwise kernel on a chunk of examples folded into channels, which costs 2-4x the
+static layer's convolution at batch 32 (oneDNN is slow on many channels of one image, and
+the fold copies the activations twice). Those 8 layers were most of CondConv-EfficientNet-B0's
+excess over EfficientNet-B0 on eager torch (1.16 at batch 32 against the 1.10 the
+paper's multiply-adds promise; with a depthwise convolution as fast as the static
+layer's, 1.08). `per_example_depthwise.c` is that convolution: plain C with vector
+types and OpenMP, within 0.9-1.35x of oneDNN's static layer on the zoo's shapes
+(`scripts/bench_native_depthwise.py`).
+
+It is built on first use with the machine's C compiler (`$CC`, else `cc` or `gcc`) for
+the machine's own instruction set (`-march=native`), in about a second, and kept in
+`$KERAS_DYNCONV_CACHE` (default `~/.cache/keras_dynconv`) under a name that hashes the
+source, the compiler, the flags and the CPU's features. Without a compiler, on other
+systems than Linux, or with `KERAS_DYNCONV_NATIVE=0`, the folded path runs instead:
+same results, slower. Linux only because the kernel's OpenMP threads must be torch's own:
+a library that needs `libgomp.so.1` binds to the copy torch has already loaded. Should
+loading it map an OpenMP runtime of its own instead (a torch built with another one),
+two thread pools would fight for the cores, so the kernel is not used.
+
+Used only where `torch_conv.inference_available` holds (torch, a CPU, no gradient
+wanted, not exporting or compiling), for float32 and a depth multiplier of 1; everything
+else takes the folded path. Equal to the generic path (tests/test_native_depthwise.py).
+"""
+
+import ctypes
+import functools
+import hashlib
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+
+from keras_dynconv.ops.taps import output_size_and_padding
+from keras_dynconv.ops.taps import pair
+
+SOURCE = pathlib.Path(__file__).with_name("native") / "per_example_depthwise.c"
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
+# Names of OpenMP runtimes as they appear in /proc/self/maps.
+OPENMP_RUNTIMES = ("libgomp", "libiomp", "libomp")
+
+_build_lock = threading.Lock()
+
+
+def enabled():
+    """Whether the compiled kernel may be used at all (`KERAS_DYNCONV_NATIVE`)."""
+    return os.environ.get("KERAS_DYNCONV_NATIVE", "1").strip().lower() not in ("0", "false", "no")
+
+
+def applies(inputs, kernels):
+    """Whether `per_example_depthwise_conv` takes these torch tensors (the caller has
+    checked `torch_conv.inference_available`): float32, depth multiplier 1, and the
+    kernel built and loaded."""
+    import torch
+
+    return (
+        inputs.dtype == torch.float32
+        and kernels.dtype == torch.float32
+        and kernels.shape[-1] == 1
+        and enabled()
+        and kernel_function() is not None
+    )
+
+
+def per_example_depthwise_conv(inputs, kernels, strides, padding, dilation_rate):
+    """`[B, H', W', C]`: example b of `inputs` `[B, H, W, C]` convolved with `kernels[b]`
+    (`kernels` `[B, kh, kw, C, 1]`), as `torch_conv.per_example_depthwise_conv`."""
+    import torch
+
+    inputs, kernels = inputs.contiguous(), kernels.contiguous()
+    batch, height, width, channels = inputs.shape
+    kernel_h, kernel_w = kernels.shape[1:3]
+    (stride_h, stride_w), (dilation_h, dilation_w) = pair(strides), pair(dilation_rate)
+    padding = padding.lower()
+    if padding not in ("same", "valid"):
+        raise ValueError(f"padding must be 'same' or 'valid'. Received padding={padding!r}")
+    out_h, (pad_top, _) = output_size_and_padding(height, kernel_h, stride_h, dilation_h, padding)
+    out_w, (pad_left, _) = output_size_and_padding(width, kernel_w, stride_w, dilation_w, padding)
+    outputs = torch.empty(
+        (batch, max(out_h, 0), max(out_w, 0), channels), dtype=inputs.dtype, device=inputs.device
+    )
+    if outputs.numel() == 0:
+        return outputs
+    failed = kernel_function()(
+        inputs.data_ptr(), kernels.data_ptr(), outputs.data_ptr(),
+        batch, height, width, channels, kernel_h, kernel_w, stride_h, stride_w,
+        pad_top, pad_left, dilation_h, dilation_w, out_h, out_w, torch.get_num_threads(),
+    )
+    if failed:
+        raise MemoryError("the native depthwise convolution could not allocate its tables")
+    return outputs
+
+
+@functools.cache
+def kernel_function():
+    """The loaded C function, or None where it cannot be built or must not run."""
+    if not sys.platform.startswith("linux"):
+        return None
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        return None
+    runtimes_before = openmp_runtimes(_read_maps())
+    try:
+        library = ctypes.CDLL(str(_built_library(compiler)))
+    except (OSError, subprocess.SubprocessError) as error:
+        detail = getattr(error, "stderr", None) or str(error)
+        warnings.warn(
+            f"keras_dynconv: the native per-example depthwise convolution could not be "
+            f"built with {compiler} ({detail.strip()[-500:]}); CondConv's depthwise layers "
+            "take the slower folded path. Set KERAS_DYNCONV_NATIVE=0 to skip the attempt.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    added = openmp_runtimes(_read_maps()) - runtimes_before
+    if added:
+        warnings.warn(
+            "keras_dynconv: the native per-example depthwise convolution loaded an OpenMP "
+            f"runtime of its own ({', '.join(sorted(added))}) instead of torch's; it stays "
+            "off so that its threads do not compete with torch's.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    function = library.per_example_depthwise
+    function.restype = ctypes.c_int
+    function.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 14 + [ctypes.c_int]
+    return function
+
+
+def openmp_runtimes(maps_text):
+    """The distinct OpenMP runtime files among the mappings of `/proc/<pid>/maps` text."""
+    paths = set()
+    for line in maps_text.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and any(name in os.path.basename(fields[-1]) for name in OPENMP_RUNTIMES):
+            paths.add(os.path.realpath(fields[-1]))
+    return paths
+
+
+def cache_dir():
+    """Where built kernels are kept: `$KERAS_DYNCONV_CACHE`, else `$XDG_CACHE_HOME` or
+    `~/.cache`, then `keras_dynconv`."""
+    if os.environ.get("KERAS_DYNCONV_CACHE"):
+        return pathlib.Path(os.environ["KERAS_DYNCONV_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "keras_dynconv"
+
+
+def _read_maps():
+    try:
+        return pathlib.Path("/proc/self/maps").read_text()
+    except OSError:
+        return ""
+
+
+def _cpu_features():
+    """The CPU's feature flags: `-march=native` code is only valid where they match."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _built_library(compiler):
+    """The path of the shared library, compiled first unless the cache holds it."""
+    version = subprocess.run(
+        [compiler, "--version"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join(
+            [source, compiler.encode(), version.encode(), " ".join(FLAGS).encode(),
+             _cpu_features().encode()]
+        )
+    ).hexdigest()[:20]
+    path = cache_dir() / f"per_example_depthwise-{key}.so"
+    with _build_lock:
+        if path.exists():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Built under a temporary name and renamed: processes building at once each
+        # finish a whole file, and the rename is atomic.
+        descriptor, scratch = tempfile.mkstemp(suffix=".so", dir=path.parent)
+        os.close(descriptor)
+        try:
+            subprocess.run(
+                [compiler, *FLAGS, "-o", scratch, str(SOURCE)],
+                capture_output=True, text=True, check=True, timeout=300,
+            )
+            os.replace(scratch, path)
+        finally:
+            if os.path.exists(scratch):
+                os.unlink(scratch)
+    return path

@@ -1,0 +1,100 @@
+"""The per-example depthwise convolution of CondConv-EfficientNet-B0's layers on torch:
+the compiled kernel against the folded path and the static layer's convolution.
+
+    python scripts/bench_native_depthwise.py [--batch 32] [--rounds 30] [--threads 2]
+
+Inference (no gradient), float32, on a CPU. For each layer shape, the three
+convolutions are called in turns, `--rounds` times, after three untimed rounds; prints
+the median ms of each:
+
+- `static`: the static layer's depthwise convolution (`torch_conv.depthwise_conv`, oneDNN);
+- `folded`: the per-example path without the kernel (`KERAS_DYNCONV_NATIVE=0`: oneDNN
+  on chunks of examples folded into channels);
+- `native`: `keras_dynconv.ops.native_depthwise`.
+
+Set `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483648`, as for the
+model benchmarks (zoo/benchmarks/README.md).
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ["KERAS_BACKEND"] = "torch"
+
+import torch  # noqa: E402
+
+from keras_dynconv.ops import native_depthwise  # noqa: E402
+from keras_dynconv.ops import torch_conv  # noqa: E402
+
+# CondConv-EfficientNet-B0's dynamic depthwise layers (blocks 8-15), at 224x224:
+# (input side, channels, kernel, stride).
+LAYERS = [
+    (14, 480, 5, 1),
+    (14, 672, 5, 1),
+    (14, 672, 5, 2),
+    (7, 1152, 5, 1),
+    (7, 1152, 3, 1),
+]
+
+
+def median_ms(variants, rounds):
+    """`{name: median ms}`, the variants called in turns."""
+    for _ in range(3):
+        for function in variants.values():
+            function()
+    times = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, function in variants.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) * 1e3 for name, values in times.items()}
+
+
+def per_example(inputs, kernels, stride, native):
+    def call():
+        os.environ["KERAS_DYNCONV_NATIVE"] = "1" if native else "0"
+        torch_conv.per_example_depthwise_conv(inputs, kernels, stride, "same", 1)
+
+    return call
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if native_depthwise.kernel_function() is None:
+        raise SystemExit("the native kernel is not available here (see native_depthwise's docstring)")
+    print(f"batch {args.batch}, {args.threads} threads, median ms of {args.rounds} rounds")
+    print("| layer | static | folded | native | native / static |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for side, channels, kernel, stride in LAYERS:
+            inputs = torch.randn(args.batch, side, side, channels, generator=generator)
+            kernels = torch.randn(args.batch, kernel, kernel, channels, 1, generator=generator)
+            static_kernel = kernels[0]
+            times = median_ms(
+                {
+                    "static": lambda: torch_conv.depthwise_conv(
+                        inputs, static_kernel, stride, "same", 1
+                    ),
+                    "folded": per_example(inputs, kernels, stride, native=False),
+                    "native": per_example(inputs, kernels, stride, native=True),
+                },
+                args.rounds,
+            )
+            print(
+                f"| {side}x{side}x{channels}, {kernel}x{kernel}, stride {stride} "
+                f"| {times['static']:.2f} | {times['folded']:.2f} | {times['native']:.2f} "
+                f"| {times['native'] / times['static']:.2f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()

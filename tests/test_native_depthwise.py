@@ -1,0 +1,248 @@
+"""The compiled per-example depthwise convolution (`keras_dynconv.ops.native_depthwise`)
+against per-example NumPy loops in float64 and against the folded path it replaces.
+
+Tolerance: conftest's ATOL/RTOL (1e-4): float32 sums of up to 25 products, summed in a
+different order than NumPy's.
+"""
+
+import shutil
+import subprocess
+import sys
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import reference
+from conftest import ATOL, BACKEND, RTOL, to_numpy, torch_device_type
+from keras_dynconv import layers
+from keras_dynconv import ops as dc
+from keras_dynconv.ops import native_depthwise
+
+pytestmark = [
+    pytest.mark.skipif(BACKEND != "torch", reason="a torch inference path"),
+]
+
+# (batch, H, W, C, kernel, strides, padding, dilation). The channel counts cover the
+# blocks of two vectors, one vector and single channels left over (vectors hold 4, 8 or
+# 16 floats); the widths cover rows narrower than, equal to and past a 7-pixel block.
+CASES = [
+    (2, 14, 14, 64, (5, 5), 1, "same", 1),
+    (3, 9, 8, 37, (3, 3), 2, "same", 1),
+    (2, 10, 10, 48, (5, 5), 2, "same", 1),
+    (1, 7, 7, 8, (3, 3), 1, "same", 1),
+    (2, 5, 3, 19, (3, 2), 1, "valid", 1),
+    (2, 11, 15, 40, (3, 3), 1, "same", 2),
+    (4, 6, 6, 33, (1, 1), 1, "same", 1),
+    (1, 4, 4, 16, (5, 5), 1, "same", 1),
+    (2, 8, 9, 24, (2, 4), (2, 3), "same", 1),
+]
+
+
+def _compiler_here():
+    return sys.platform.startswith("linux") and (shutil.which("cc") or shutil.which("gcc"))
+
+
+def _random(rng, *shape):
+    return rng.standard_normal(shape).astype("float32")
+
+
+def _torch(array):
+    return keras.ops.convert_to_tensor(array)
+
+
+@pytest.fixture
+def fresh_build(tmp_path, monkeypatch):
+    """An empty kernel cache, and `kernel_function` to be looked up again (and after)."""
+    monkeypatch.setenv("KERAS_DYNCONV_CACHE", str(tmp_path / "cache"))
+    native_depthwise.kernel_function.cache_clear()
+    yield tmp_path / "cache"
+    native_depthwise.kernel_function.cache_clear()
+
+
+@pytest.fixture
+def cpu_only():
+    if torch_device_type() != "cpu":
+        pytest.skip("the kernel runs on CPU tensors")
+
+
+@pytest.mark.skipif(not _compiler_here(), reason="needs Linux and a C compiler")
+def test_the_kernel_builds_and_loads_here(cpu_only):
+    """Where the suite runs (Linux with a C compiler) the fast path must be live, or the
+    other tests here would only exercise the fallback."""
+    assert native_depthwise.kernel_function() is not None
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_native_kernel_matches_loop_and_folded_path(rng, monkeypatch, cpu_only, case):
+    import torch
+
+    if native_depthwise.kernel_function() is None:
+        pytest.skip("no native kernel on this machine")
+    batch, h, w, channels, ksize, strides, padding, dilation = case
+    inputs = _random(rng, batch, h, w, channels)
+    kernels = _random(rng, batch, *ksize, channels, 1)
+    expected = np.stack(
+        [reference.depthwise_conv2d(x, k, strides, padding, dilation) for x, k in zip(inputs, kernels)]
+    )
+    calls = []
+    native = native_depthwise.per_example_depthwise_conv
+    monkeypatch.setattr(
+        native_depthwise, "per_example_depthwise_conv",
+        lambda *args: calls.append(1) or native(*args),
+    )
+    with torch.no_grad():
+        fast = to_numpy(dc.per_example_depthwise_conv(_torch(inputs), _torch(kernels), strides, padding, dilation))
+        monkeypatch.setenv("KERAS_DYNCONV_NATIVE", "0")
+        folded = to_numpy(dc.per_example_depthwise_conv(_torch(inputs), _torch(kernels), strides, padding, dilation))
+    assert calls == [1]
+    assert fast.shape == expected.shape
+    np.testing.assert_allclose(fast, expected, atol=ATOL, rtol=RTOL)
+    np.testing.assert_allclose(fast, folded, atol=ATOL, rtol=RTOL)
+
+
+def test_native_kernel_same_result_on_any_number_of_threads(rng, cpu_only):
+    import torch
+
+    if native_depthwise.kernel_function() is None:
+        pytest.skip("no native kernel on this machine")
+    inputs, kernels = _torch(_random(rng, 3, 9, 9, 40)), _torch(_random(rng, 3, 5, 5, 40, 1))
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            with torch.no_grad():
+                results.append(to_numpy(dc.per_example_depthwise_conv(inputs, kernels, 1, "same")))
+    finally:
+        torch.set_num_threads(threads)
+    # Each output is summed by one thread in a fixed order: bit for bit equal.
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
+
+
+def test_empty_output_and_bad_padding(rng, cpu_only):
+    if native_depthwise.kernel_function() is None:
+        pytest.skip("no native kernel on this machine")
+    inputs, kernels = _torch(_random(rng, 2, 3, 3, 16)), _torch(_random(rng, 2, 5, 5, 16, 1))
+    assert tuple(native_depthwise.per_example_depthwise_conv(inputs, kernels, 1, "valid", 1).shape) == (2, 0, 0, 16)
+    with pytest.raises(ValueError, match="padding"):
+        native_depthwise.per_example_depthwise_conv(inputs, kernels, 1, "full", 1)
+
+
+def test_native_path_only_for_float32_inference_with_multiplier_one(rng, monkeypatch, cpu_only):
+    """Gradients, other dtypes, depth multipliers and `KERAS_DYNCONV_NATIVE=0` take the
+    folded path."""
+    import torch
+
+    if native_depthwise.kernel_function() is None:
+        pytest.skip("no native kernel on this machine")
+    calls = []
+    native = native_depthwise.per_example_depthwise_conv
+    monkeypatch.setattr(
+        native_depthwise, "per_example_depthwise_conv",
+        lambda *args: calls.append(1) or native(*args),
+    )
+    inputs, kernels = _random(rng, 2, 6, 6, 16), _random(rng, 2, 3, 3, 16, 1)
+
+    def run(x=inputs, k=kernels, grad=False):
+        x, k = _torch(x), _torch(k)
+        if grad:
+            k.requires_grad_(True)
+            return dc.per_example_depthwise_conv(x, k, 1, "same")
+        with torch.no_grad():
+            return dc.per_example_depthwise_conv(x, k, 1, "same")
+
+    run()
+    assert len(calls) == 1
+    run(grad=True)
+    run(inputs.astype("float64"), kernels.astype("float64"))
+    run(k=_random(rng, 2, 3, 3, 16, 2))
+    monkeypatch.setenv("KERAS_DYNCONV_NATIVE", "0")
+    run()
+    assert len(calls) == 1
+
+
+def test_cond_depthwise_layer_equals_the_folded_path(rng, monkeypatch, cpu_only):
+    """The layer end to end (routing, combined kernels, the convolution), inference as
+    `predict` runs it (no gradient recorded)."""
+    import torch
+
+    if native_depthwise.kernel_function() is None:
+        pytest.skip("no native kernel on this machine")
+    calls = []
+    native = native_depthwise.per_example_depthwise_conv
+    monkeypatch.setattr(
+        native_depthwise, "per_example_depthwise_conv",
+        lambda *args: calls.append(1) or native(*args),
+    )
+    layer = layers.CondDepthwiseConv2D(
+        5, num_experts=4, strides=2, padding="same", strategy="per_example"
+    )
+    inputs = _random(rng, 3, 12, 12, 48)
+    layer.build(inputs.shape)
+    with torch.no_grad():
+        fast = to_numpy(layer(inputs, training=False))
+        assert calls == [1]
+        monkeypatch.setenv("KERAS_DYNCONV_NATIVE", "0")
+        folded = to_numpy(layer(inputs, training=False))
+    np.testing.assert_allclose(fast, folded, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.skipif(not _compiler_here(), reason="needs Linux and a C compiler")
+def test_the_build_is_cached_by_source_and_machine(fresh_build, monkeypatch, cpu_only):
+    compiles = []
+    run = subprocess.run
+
+    def recording(command, *args, **kwargs):
+        if "-o" in command:
+            compiles.append(command)
+        return run(command, *args, **kwargs)
+
+    monkeypatch.setattr(native_depthwise.subprocess, "run", recording)
+    assert native_depthwise.kernel_function() is not None
+    built = list(fresh_build.glob("per_example_depthwise-*.so"))
+    assert len(built) == 1 and len(compiles) == 1
+    assert "-march=native" in compiles[0] and "-fopenmp" in compiles[0]
+    # Nothing but the library is left in the cache (the build's scratch file is renamed).
+    assert [path.name for path in fresh_build.iterdir()] == [built[0].name]
+    native_depthwise.kernel_function.cache_clear()
+    assert native_depthwise.kernel_function() is not None
+    assert len(compiles) == 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel is built on Linux only")
+def test_a_failed_build_warns_and_falls_back(rng, fresh_build, monkeypatch, tmp_path, cpu_only):
+    import torch
+
+    broken = tmp_path / "broken-cc"
+    broken.write_text("#!/bin/sh\necho 'cc: no such luck' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("CC", str(broken))
+    with pytest.warns(RuntimeWarning, match="no such luck"):
+        assert native_depthwise.kernel_function() is None
+    inputs, kernels = _random(rng, 2, 6, 6, 16), _random(rng, 2, 3, 3, 16, 1)
+    expected = np.stack([reference.depthwise_conv2d(x, k, 1, "same") for x, k in zip(inputs, kernels)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once, at the lookup above
+        with torch.no_grad():
+            out = dc.per_example_depthwise_conv(_torch(inputs), _torch(kernels), 1, "same")
+    np.testing.assert_allclose(to_numpy(out), expected, atol=ATOL, rtol=RTOL)
+    assert not list(fresh_build.glob("*.so"))
+
+
+def test_openmp_runtimes_read_from_maps():
+    maps = "\n".join([
+        "7f00-7f01 r-xp 00000000 08:01 1 /site-packages/torch/lib/libgomp.so.1",
+        "7f01-7f02 r--p 00001000 08:01 1 /site-packages/torch/lib/libgomp.so.1",
+        "7f02-7f03 r-xp 00000000 08:01 2 /site-packages/scikit_learn.libs/libgomp-e985bcbb.so.1.0.0",
+        "7f03-7f04 r-xp 00000000 08:01 3 /usr/lib/libm.so.6",
+        "7f04-7f05 rw-p 00000000 00:00 0",
+        "7f05-7f06 r-xp 00000000 08:01 4 /opt/intel/libiomp5.so",
+    ])
+    assert native_depthwise.openmp_runtimes(maps) == {
+        "/site-packages/torch/lib/libgomp.so.1",
+        "/site-packages/scikit_learn.libs/libgomp-e985bcbb.so.1.0.0",
+        "/opt/intel/libiomp5.so",
+    }
