@@ -2,6 +2,7 @@
 the compiled kernel against the folded path and the static layer's convolution.
 
     python scripts/bench_native_depthwise.py [--batch 32] [--rounds 30] [--threads 2]
+    python scripts/bench_native_depthwise.py --static [--batch-sizes 1,2,4,8,16]
 
 Inference (no gradient), float32, on a CPU. For each layer shape, the three
 convolutions are called in turns, `--rounds` times, after three untimed rounds; prints
@@ -11,6 +12,10 @@ the median ms of each:
 - `folded`: the per-example path without the kernel (`KERAS_DYNCONV_NATIVE=0`: oneDNN
   on chunks of examples folded into channels);
 - `native`: `keras_dynconv.ops.native_depthwise`.
+
+`--static` times EfficientNet-B0's static depthwise layers instead, oneDNN's convolution
+(`torch_conv.depthwise_conv` with the kernel off) against the compiled kernel with one
+shared kernel, per batch size: where `native_depthwise.STATIC_MAX_BATCH` comes from.
 
 Set `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483648`, as for the
 model benchmarks (zoo/benchmarks/README.md).
@@ -53,6 +58,51 @@ def median_ms(variants, rounds):
     return {name: statistics.median(values) * 1e3 for name, values in times.items()}
 
 
+# EfficientNet-B0's depthwise layers, one per distinct shape: (input side, channels,
+# kernel, stride). The stride-2 ones pad unevenly ("same" on an even side).
+STATIC_LAYERS = [
+    (112, 32, 3, 1),
+    (112, 96, 3, 2),
+    (56, 144, 3, 1),
+    (56, 144, 5, 2),
+    (28, 240, 5, 1),
+    (28, 240, 3, 2),
+    (14, 480, 3, 1),
+    (14, 672, 5, 1),
+    (7, 1152, 5, 1),
+]
+
+
+def static_table(batch_sizes, rounds):
+    print("| layer | " + " | ".join(f"batch {batch}" for batch in batch_sizes) + " |")
+    print("| --- |" + " ---: |" * len(batch_sizes))
+    generator = torch.Generator().manual_seed(0)
+    os.environ["KERAS_DYNCONV_NATIVE"] = "0"
+    with torch.no_grad():
+        for side, channels, kernel_size, stride in STATIC_LAYERS:
+            cells = []
+            kernel = torch.randn(kernel_size, kernel_size, channels, 1, generator=generator)
+            for batch in batch_sizes:
+                inputs = torch.randn(batch, side, side, channels, generator=generator)
+                times = median_ms(
+                    {
+                        "onednn": lambda: torch_conv.depthwise_conv(
+                            inputs, kernel, stride, "same", 1
+                        ),
+                        "native": lambda: native_depthwise.depthwise_conv(
+                            inputs, kernel, stride, "same", 1
+                        ),
+                    },
+                    rounds,
+                )
+                cells.append(
+                    f"{times['onednn']:.2f} / {times['native']:.2f} "
+                    f"({times['native'] / times['onednn']:.2f})"
+                )
+            print(f"| {side}x{side}x{channels}, {kernel_size}x{kernel_size}, stride {stride} | "
+                  + " | ".join(cells) + " |")
+
+
 def per_example(inputs, kernels, stride, native):
     def call():
         os.environ["KERAS_DYNCONV_NATIVE"] = "1" if native else "0"
@@ -66,10 +116,18 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--static", action="store_true",
+                        help="B0's static layers: oneDNN / native ms (ratio) per batch size")
+    parser.add_argument("--batch-sizes", default="1,2,4,8,16")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if native_depthwise.kernel_function() is None:
         raise SystemExit("the native kernel is not available here (see native_depthwise's docstring)")
+    if args.static:
+        batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
+        print(f"{args.threads} threads, median ms of {args.rounds} rounds: oneDNN / native (native / oneDNN)")
+        static_table(batch_sizes, args.rounds)
+        return
     print(f"batch {args.batch}, {args.threads} threads, median ms of {args.rounds} rounds")
     print("| layer | static | folded | native | native / static |")
     print("| --- | ---: | ---: | ---: | ---: |")

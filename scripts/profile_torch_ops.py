@@ -13,7 +13,8 @@ memory-bound ops pay page faults that depend on the allocator's state. `--train`
 a forward (`training=True`) and backward pass of the sum of the outputs instead, the
 optimizer's update left out.
 
-`--layers` times each Keras layer's `call` instead (no profiler: wall time, median over
+`--layers` times each Keras layer's `call` (or its prepared function,
+`keras_dynconv.layers.prepared_calls`) instead (no profiler: wall time, median over
 the calls, both models called in turns), and prints the layers whose time differs most
 from the layer of the same name in the other model, then the totals per layer class. The
 profiler's own overhead, which grows with the number of ops, makes op-level differences
@@ -35,6 +36,7 @@ from torch.profiler import ProfilerActivity  # noqa: E402
 from torch.profiler import profile  # noqa: E402
 
 from keras_dynconv import zoo  # noqa: E402
+from keras_dynconv.layers import prepared_calls  # noqa: E402
 
 
 def inference(model, images):
@@ -61,6 +63,20 @@ def op_times(model, images, calls, step=inference):
 def layer_times(static, dynamic, images, calls):
     """`{model: {layer name: median ms}}` of each layer's `call`, models called in turns."""
     times = {id(model): collections.defaultdict(list) for model in (static, dynamic)}
+    # A static layer called direct may run its prepared function, not its `call`.
+    samples_of = {
+        id(layer): times[id(model)][layer.name]
+        for model in (static, dynamic) for layer in model.layers
+    }
+
+    def timed_prepared(layer, inputs, _prepared=prepared_calls.call):
+        start = time.perf_counter()
+        outputs = _prepared(layer, inputs)
+        if outputs is not None and id(layer) in samples_of:
+            samples_of[id(layer)].append(time.perf_counter() - start)
+        return outputs
+
+    prepared_calls.call = timed_prepared
     for model in (static, dynamic):
         for layer in model.layers:
             def timed(*args, _call=layer.call, _samples=times[id(model)][layer.name], **kwargs):

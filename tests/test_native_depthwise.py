@@ -232,6 +232,69 @@ def test_a_failed_build_warns_and_falls_back(rng, fresh_build, monkeypatch, tmp_
     assert not list(fresh_build.glob("*.so"))
 
 
+STATIC_CASES = [
+    # (batch, H, W, C, kernel, strides, padding, use_bias): at most STATIC_MAX_BATCH
+    # examples, or uneven "same" padding (an even side, stride 2) at any batch.
+    (1, 9, 9, 40, 3, 1, "same", False),
+    (2, 8, 8, 37, 5, 2, "same", True),
+    (4, 7, 6, 16, 3, 1, "valid", True),
+    (6, 10, 10, 24, 3, 2, "same", False),
+]
+
+
+@pytest.mark.parametrize("case", STATIC_CASES)
+def test_static_depthwise_layer_on_the_kernel_equals_keras(rng, monkeypatch, cpu_only, case):
+    """The zoo's `DepthwiseConv2D` (through its call, and prepared as a `ZooModel` runs
+    it) against Keras' own layer with the same weights, for inference."""
+    import torch
+
+    from keras_dynconv.layers import prepared_calls
+
+    if native_depthwise.kernel_function() is None:
+        pytest.skip("no native kernel on this machine")
+    batch, h, w, channels, kernel, strides, padding, use_bias = case
+    arguments = dict(kernel_size=kernel, strides=strides, padding=padding, use_bias=use_bias)
+    ours, theirs = layers.DepthwiseConv2D(**arguments), keras.layers.DepthwiseConv2D(**arguments)
+    for layer in (ours, theirs):
+        layer.build((batch, h, w, channels))
+    weights = [rng.standard_normal(v.shape).astype("float32") for v in theirs.weights]
+    ours.set_weights(weights)
+    theirs.set_weights(weights)
+    x = _torch(_random(rng, batch, h, w, channels))
+    calls = []
+    native = native_depthwise.depthwise_conv
+    monkeypatch.setattr(
+        native_depthwise, "depthwise_conv", lambda *args, **kwargs: calls.append(1) or native(*args, **kwargs)
+    )
+    with torch.no_grad():
+        expected = to_numpy(theirs(x))
+        called = to_numpy(ours(x))
+        prepared = to_numpy(prepared_calls.call(ours, x))
+    assert len(calls) == 2
+    np.testing.assert_allclose(called, expected, atol=ATOL, rtol=RTOL)
+    np.testing.assert_allclose(prepared, expected, atol=ATOL, rtol=RTOL)
+
+
+def test_static_kernel_only_where_it_is_faster(rng, cpu_only):
+    """`static_applies`: small batches, or uneven padding; float32, multiplier 1."""
+    if native_depthwise.kernel_function() is None:
+        pytest.skip("no native kernel on this machine")
+    limit = native_depthwise.STATIC_MAX_BATCH
+
+    def applies(batch, side=8, strides=1, padding="same", multiplier=1, dtype="float32"):
+        x = _torch(_random(rng, batch, side, side, 16).astype(dtype))
+        kernel = _torch(_random(rng, 3, 3, 16, multiplier).astype(dtype))
+        return native_depthwise.static_applies(x, kernel, strides, padding, 1)
+
+    assert applies(1) and applies(limit)
+    assert not applies(limit + 1)
+    assert applies(limit + 1, strides=2)  # 8 -> 4 with a 3x3 kernel: pads 0 before, 1 after
+    assert not applies(limit + 1, side=9, strides=2)  # pads 1 and 1: torch's own padding
+    assert not applies(limit + 1, strides=2, padding="valid")
+    assert not applies(1, multiplier=2)
+    assert not applies(1, dtype="float64")
+
+
 def test_openmp_runtimes_read_from_maps():
     maps = "\n".join([
         "7f00-7f01 r-xp 00000000 08:01 1 /site-packages/torch/lib/libgomp.so.1",

@@ -63,9 +63,13 @@ def _inputs(rng, shape, dtype="float32"):
 
 
 @pytest.mark.parametrize("case", range(len(CONV_CASES)))
-def test_prepared_convolutions_equal_their_call(rng, case):
+@pytest.mark.parametrize("native", ["1", "0"])
+def test_prepared_convolutions_equal_their_call(rng, monkeypatch, case, native):
+    """With the compiled depthwise kernel (small batches; `native_depthwise`) and with
+    oneDNN's convolution: each path prepared equals the same path unprepared."""
     import torch
 
+    monkeypatch.setenv("KERAS_DYNCONV_NATIVE", native)
     make, shape = CONV_CASES[case]
     layer = _built(make, shape, rng)
     x = _inputs(rng, shape)

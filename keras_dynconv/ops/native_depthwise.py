@@ -47,6 +47,11 @@ FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
 # Names of OpenMP runtimes as they appear in /proc/self/maps.
 OPENMP_RUNTIMES = ("libgomp", "libiomp", "libomp")
 
+# Up to this many examples a static depthwise convolution is faster here than oneDNN's,
+# whose fixed cost per call (0.15-0.3 ms) exceeds the arithmetic
+# (`scripts/bench_native_depthwise.py --static`).
+STATIC_MAX_BATCH = 4
+
 _build_lock = threading.Lock()
 
 
@@ -70,12 +75,51 @@ def applies(inputs, kernels):
     )
 
 
+def static_applies(inputs, kernel, strides, padding, dilation_rate, bias=None):
+    """Whether a static depthwise convolution (`kernel` `[kh, kw, C, M]`) of these torch
+    tensors is faster here than oneDNN's (the caller has checked
+    `torch_conv.inference_available`): at most `STATIC_MAX_BATCH` examples, where
+    oneDNN's fixed cost per call dominates, or a padding torch cannot express (uneven
+    "same" padding, which torch's path copies the input to apply)."""
+    if not (
+        applies(inputs, kernel[None])
+        and (bias is None or bias.dtype == inputs.dtype)
+    ):
+        return False
+    if inputs.shape[0] <= STATIC_MAX_BATCH:
+        return True
+    return padding.lower() == "same" and any(
+        before != after
+        for size, kernel_size, stride, dilation in zip(
+            inputs.shape[1:3], kernel.shape[:2], pair(strides), pair(dilation_rate)
+        )
+        for before, after in [output_size_and_padding(size, kernel_size, stride, dilation, "same")[1]]
+    )
+
+
 def per_example_depthwise_conv(inputs, kernels, strides, padding, dilation_rate):
     """`[B, H', W', C]`: example b of `inputs` `[B, H, W, C]` convolved with `kernels[b]`
     (`kernels` `[B, kh, kw, C, 1]`), as `torch_conv.per_example_depthwise_conv`."""
+    kernels = kernels.contiguous()
+    return _convolve(
+        inputs, kernels, kernels[0].numel(), None, strides, padding, dilation_rate
+    )
+
+
+def depthwise_conv(inputs, kernel, strides, padding, dilation_rate, bias=None):
+    """`[B, H', W', C]`: `inputs` `[B, H, W, C]` convolved with one `kernel`
+    `[kh, kw, C, 1]`, plus `bias` `[C]` when given, as `torch_conv.depthwise_conv`."""
+    if bias is not None:
+        bias = bias.detach().contiguous()
+    return _convolve(
+        inputs, kernel.detach().contiguous()[None], 0, bias, strides, padding, dilation_rate
+    )
+
+
+def _convolve(inputs, kernels, kernel_stride, bias, strides, padding, dilation_rate):
     import torch
 
-    inputs, kernels = inputs.contiguous(), kernels.contiguous()
+    inputs = inputs.contiguous()
     batch, height, width, channels = inputs.shape
     kernel_h, kernel_w = kernels.shape[1:3]
     (stride_h, stride_w), (dilation_h, dilation_w) = pair(strides), pair(dilation_rate)
@@ -90,7 +134,8 @@ def per_example_depthwise_conv(inputs, kernels, strides, padding, dilation_rate)
     if outputs.numel() == 0:
         return outputs
     failed = kernel_function()(
-        inputs.data_ptr(), kernels.data_ptr(), outputs.data_ptr(),
+        inputs.data_ptr(), kernels.data_ptr(), kernel_stride,
+        None if bias is None else bias.data_ptr(), outputs.data_ptr(),
         batch, height, width, channels, kernel_h, kernel_w, stride_h, stride_w,
         pad_top, pad_left, dilation_h, dilation_w, out_h, out_w, torch.get_num_threads(),
     )
@@ -132,7 +177,11 @@ def kernel_function():
         return None
     function = library.per_example_depthwise
     function.restype = ctypes.c_int
-    function.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 14 + [ctypes.c_int]
+    function.argtypes = (
+        [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+        + [ctypes.c_long] * 14
+        + [ctypes.c_int]
+    )
     return function
 
 

@@ -158,9 +158,19 @@ def conv(inputs, kernel, strides, padding, dilation_rate, bias=None):
 
 def depthwise_conv(inputs, kernel, strides, padding, dilation_rate, bias=None):
     """`keras.ops.depthwise_conv` (channels_last), plus `bias` `[C*M]` when given, with
-    no copy of the activations."""
+    no copy of the activations; for inference at small batches or uneven padding, the
+    compiled kernel (`native_depthwise.static_applies`)."""
     inputs, kernel = torch_tensor(inputs), torch_tensor(kernel)
-    weight = torch_weights.depthwise_weight(kernel, inference_available(inputs, kernel))
+    inference = inference_available(inputs, kernel)
+    if bias is not None:
+        bias = torch_tensor(bias)
+    if inference and native_depthwise.static_applies(
+        inputs, kernel, strides, padding, dilation_rate, bias
+    ):
+        return native_depthwise.depthwise_conv(
+            inputs, kernel, strides, padding, dilation_rate, bias=bias
+        )
+    weight = torch_weights.depthwise_weight(kernel, inference)
     outputs = _conv2d_on_views(
         inputs.permute(0, 3, 1, 2), weight, kernel.shape[2], strides, padding, dilation_rate,
         bias=bias,

@@ -13,6 +13,7 @@ kernel in torch's layout, a copy as large as the kernel (as `torch_weights` keep
 the generic path's inference).
 """
 
+from keras_dynconv.ops import native_depthwise
 from keras_dynconv.ops import torch_conv
 from keras_dynconv.ops import torch_weights
 from keras_dynconv.ops.taps import pair
@@ -20,7 +21,9 @@ from keras_dynconv.ops.taps import pair
 
 def prepared_conv(inputs, kernel, strides, padding, dilation_rate, bias=None, depthwise=False):
     """`torch_conv.conv` (or `depthwise_conv`, kernel `[kh, kw, C, M]`) as a function
-    of channels-last inputs shaped, typed and placed like `inputs`."""
+    of channels-last inputs shaped, typed and placed like `inputs`. A depthwise
+    convolution runs the compiled kernel where `native_depthwise.static_applies`, as
+    `depthwise_conv` does."""
     import torch.nn.functional as functional
 
     inputs, kernel = torch_conv.torch_tensor(inputs), torch_conv.torch_tensor(kernel).detach()
@@ -42,7 +45,20 @@ def prepared_conv(inputs, kernel, strides, padding, dilation_rate, bias=None, de
         sizes, tuple(kernel.shape[:2]), strides, dilation_rate, padding
     )
 
+    native = (
+        depthwise
+        and torch_conv.inference_available(inputs, kernel)
+        and native_depthwise.static_applies(inputs, kernel, strides, padding, dilation_rate, bias)
+    )
+    if native:
+        kernel = kernel.contiguous()
+
     def run(x):
+        # The switch is read per call, as on the unprepared path.
+        if native and native_depthwise.enabled():
+            return native_depthwise.depthwise_conv(
+                x, kernel, strides, padding, dilation_rate, bias=bias
+            )
         if subsample is not None:
             x = x[:, ::subsample[0], ::subsample[1], :]
         nchw = torch_conv.pad_channels_last(x.permute(0, 3, 1, 2), input_pad)

@@ -2,8 +2,9 @@
  * float32, depth multiplier 1. keras_dynconv/ops/native_depthwise.py builds this file,
  * says why it exists, and tests it against the generic path.
  *
- * x [B, H, W, C], w [B, kh, kw, C], y [B, OH, OW, C]; ph, pw: the padding before the
- * first row and column (TensorFlow's "same" or "valid" amounts).
+ * x [B, H, W, C], w [B, kh, kw, C] (example b's kernel at w + b * kernel_stride: a
+ * stride of 0 shares one kernel), bias [C] or NULL, y [B, OH, OW, C]; ph, pw: the
+ * padding before the first row and column (TensorFlow's "same" or "valid" amounts).
  *
  * Each output row is a task. Within it, PB output pixels by 2 vectors of channels are
  * summed in registers over the kernel taps, so each weight vector loaded serves PB
@@ -32,13 +33,15 @@ struct shape {
 
 /* Output pixels [ow0, ow0 + PB) of one row, channels [c0, c0 + vectors * VL). */
 static inline __attribute__((always_inline)) void block(
-    const struct shape* s, const float* xb, const float* wb, float* yrow,
+    const struct shape* s, const float* xb, const float* wb, const float* bias, float* yrow,
     const long* column, const float* zeros, long oh, long ow0, long c0, const int vectors) {
-  vf sums[PB][NV];
+  vf start[NV], sums[PB][NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < vectors; ++v) start[v] = bias ? LOAD(bias + c0 + v * VL) : (vf){0};
 #pragma GCC unroll 16
   for (int p = 0; p < PB; ++p)
 #pragma GCC unroll 4
-    for (int v = 0; v < vectors; ++v) sums[p][v] = (vf){0};
+    for (int v = 0; v < vectors; ++v) sums[p][v] = start[v];
   for (long i = 0; i < s->kh; ++i) {
     long ih = oh * s->sh - s->ph + i * s->dh;
     if (ih < 0 || ih >= s->H) continue;
@@ -65,8 +68,9 @@ static inline __attribute__((always_inline)) void block(
 }
 
 int per_example_depthwise(
-    const float* x, const float* w, float* y, long B, long H, long W, long C, long kh, long kw,
-    long sh, long sw, long ph, long pw, long dh, long dw, long OH, long OW, int threads) {
+    const float* x, const float* w, long kernel_stride, const float* bias, float* y, long B,
+    long H, long W, long C, long kh, long kw, long sh, long sw, long ph, long pw, long dh,
+    long dw, long OH, long OW, int threads) {
   struct shape s = {H, W, C, kh, kw, sh, ph, dh, OH, OW, (OW + PB - 1) / PB * PB};
   /* column[j * padded_OW + ow]: where tap column j of output column ow starts in an
    * input row (in floats), or -1 on the padding. */
@@ -86,16 +90,16 @@ int per_example_depthwise(
   for (long row = 0; row < B * OH; ++row) {
     long b = row / OH, oh = row % OH;
     const float* xb = x + b * H * W * C;
-    const float* wb = w + b * kh * kw * C;
+    const float* wb = w + b * kernel_stride;
     float* yrow = y + row * OW * C;
     long c0 = 0;
     for (; c0 + NV * VL <= C; c0 += NV * VL)
-      for (long ow0 = 0; ow0 < OW; ow0 += PB) block(&s, xb, wb, yrow, column, zeros, oh, ow0, c0, NV);
+      for (long ow0 = 0; ow0 < OW; ow0 += PB) block(&s, xb, wb, bias, yrow, column, zeros, oh, ow0, c0, NV);
     for (; c0 + VL <= C; c0 += VL)
-      for (long ow0 = 0; ow0 < OW; ow0 += PB) block(&s, xb, wb, yrow, column, zeros, oh, ow0, c0, 1);
+      for (long ow0 = 0; ow0 < OW; ow0 += PB) block(&s, xb, wb, bias, yrow, column, zeros, oh, ow0, c0, 1);
     for (; c0 < C; ++c0) /* fewer channels left than a vector holds */
       for (long ow = 0; ow < OW; ++ow) {
-        float sum = 0.f;
+        float sum = bias ? bias[c0] : 0.f;
         for (long i = 0; i < kh; ++i) {
           long ih = oh * sh - ph + i * dh;
           if (ih < 0 || ih >= H) continue;
