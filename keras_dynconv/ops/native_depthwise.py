@@ -3,27 +3,34 @@
 CondConv's depthwise layers convolve every example with a kernel of its own. torch has
 no such kernel: the folded path (`torch_conv.per_example_depthwise_conv`) runs oneDNN's
 depthwise kernel on a chunk of examples folded into channels, which costs 2-4x the
-static layer's convolution at batch 32 (oneDNN is slow on many channels of one image, and
-the fold copies the activations twice). Those 8 layers were most of CondConv-EfficientNet-B0's
-excess over EfficientNet-B0 on eager torch (1.16 at batch 32 against the 1.10 the
-paper's multiply-adds promise; with a depthwise convolution as fast as the static
-layer's, 1.08). `per_example_depthwise.c` is that convolution: plain C with vector
-types and OpenMP, within 0.9-1.35x of oneDNN's static layer on the zoo's shapes
-(`scripts/bench_native_depthwise.py`).
+static layer's convolution at batch 32 (oneDNN is slow on many channels of one image,
+and the fold copies the activations twice). Those 8 layers were most of
+CondConv-EfficientNet-B0's excess over EfficientNet-B0 on eager torch (1.16 at batch 32
+against the 1.10 the paper's multiply-adds promise; with a depthwise convolution as fast
+as the static layer's, 1.08). `native/per_example_depthwise.c` is that convolution:
+plain C with vector types and OpenMP, 0.9-1.25x oneDNN's static layer on the zoo's
+shapes at batch 32 (`scripts/bench_native_depthwise.py`).
+
+The same kernel with one shared kernel serves static depthwise layers where it beats
+oneDNN (`static_applies`): up to `STATIC_MAX_BATCH` examples, where oneDNN's fixed cost
+per call is most of the time (0.25-0.55x at batch 1), and uneven "same" padding (a
+stride of 2 on an even side), which torch can only apply by copying the padded input
+(0.16-0.5x at any batch).
 
 It is built on first use with the machine's C compiler (`$CC`, else `cc` or `gcc`) for
 the machine's own instruction set (`-march=native`), in about a second, and kept in
 `$KERAS_DYNCONV_CACHE` (default `~/.cache/keras_dynconv`) under a name that hashes the
 source, the compiler, the flags and the CPU's features. Without a compiler, on other
-systems than Linux, or with `KERAS_DYNCONV_NATIVE=0`, the folded path runs instead:
-same results, slower. Linux only because the kernel's OpenMP threads must be torch's own:
-a library that needs `libgomp.so.1` binds to the copy torch has already loaded. Should
-loading it map an OpenMP runtime of its own instead (a torch built with another one),
-two thread pools would fight for the cores, so the kernel is not used.
+systems than Linux, or with `KERAS_DYNCONV_NATIVE=0` (read on every call), oneDNN's paths
+run instead: same results, slower. Linux only because the kernel's OpenMP threads must
+be torch's own: a library that needs `libgomp.so.1` binds to the copy torch has already
+loaded. Should loading it map an OpenMP runtime of its own instead (a torch built with
+another one), two thread pools would fight for the cores, so the kernel is not used.
 
 Used only where `torch_conv.inference_available` holds (torch, a CPU, no gradient
-wanted, not exporting or compiling), for float32 and a depth multiplier of 1; everything
-else takes the folded path. Equal to the generic path (tests/test_native_depthwise.py).
+wanted, not exporting or compiling), for float32 and a depth multiplier of 1. Equal to
+per-example NumPy loops, the folded path and Keras' `DepthwiseConv2D`
+(tests/test_native_depthwise.py).
 """
 
 import ctypes
