@@ -44,20 +44,6 @@ LAYERS = [
 ]
 
 
-def median_ms(variants, rounds):
-    """`{name: median ms}`, the variants called in turns."""
-    for _ in range(3):
-        for function in variants.values():
-            function()
-    times = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, function in variants.items():
-            start = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) * 1e3 for name, values in times.items()}
-
-
 # EfficientNet-B0's depthwise layers, one per distinct shape: (input side, channels,
 # kernel, stride). The stride-2 ones pad unevenly ("same" on an even side).
 STATIC_LAYERS = [
@@ -71,6 +57,19 @@ STATIC_LAYERS = [
     (14, 672, 5, 1),
     (7, 1152, 5, 1),
 ]
+
+def median_ms(variants, rounds):
+    """`{name: median ms}`, the variants called in turns."""
+    for _ in range(3):
+        for function in variants.values():
+            function()
+    times = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, function in variants.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) * 1e3 for name, values in times.items()}
 
 
 def static_table(batch_sizes, rounds):

@@ -67,6 +67,23 @@ def cpu_only():
         pytest.skip("the kernel runs on CPU tensors")
 
 
+@pytest.fixture
+def native_kernel(cpu_only):
+    if native_depthwise.kernel_function() is None:
+        pytest.skip("no native kernel on this machine")
+
+
+def _count_calls(monkeypatch, name):
+    """The list that grows by one at each call of `native_depthwise.<name>`."""
+    calls = []
+    function = getattr(native_depthwise, name)
+    monkeypatch.setattr(
+        native_depthwise, name,
+        lambda *args, **kwargs: calls.append(1) or function(*args, **kwargs),
+    )
+    return calls
+
+
 @pytest.mark.skipif(not _compiler_here(), reason="needs Linux and a C compiler")
 def test_the_kernel_builds_and_loads_here(cpu_only):
     """Where the suite runs (Linux with a C compiler) the fast path must be live, or the
@@ -75,23 +92,16 @@ def test_the_kernel_builds_and_loads_here(cpu_only):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_native_kernel_matches_loop_and_folded_path(rng, monkeypatch, cpu_only, case):
+def test_native_kernel_matches_loop_and_folded_path(rng, monkeypatch, native_kernel, case):
     import torch
 
-    if native_depthwise.kernel_function() is None:
-        pytest.skip("no native kernel on this machine")
     batch, h, w, channels, ksize, strides, padding, dilation = case
     inputs = _random(rng, batch, h, w, channels)
     kernels = _random(rng, batch, *ksize, channels, 1)
     expected = np.stack(
         [reference.depthwise_conv2d(x, k, strides, padding, dilation) for x, k in zip(inputs, kernels)]
     )
-    calls = []
-    native = native_depthwise.per_example_depthwise_conv
-    monkeypatch.setattr(
-        native_depthwise, "per_example_depthwise_conv",
-        lambda *args: calls.append(1) or native(*args),
-    )
+    calls = _count_calls(monkeypatch, "per_example_depthwise_conv")
     with torch.no_grad():
         fast = to_numpy(dc.per_example_depthwise_conv(_torch(inputs), _torch(kernels), strides, padding, dilation))
         monkeypatch.setenv("KERAS_DYNCONV_NATIVE", "0")
@@ -102,11 +112,9 @@ def test_native_kernel_matches_loop_and_folded_path(rng, monkeypatch, cpu_only, 
     np.testing.assert_allclose(fast, folded, atol=ATOL, rtol=RTOL)
 
 
-def test_native_kernel_same_result_on_any_number_of_threads(rng, cpu_only):
+def test_native_kernel_same_result_on_any_number_of_threads(rng, native_kernel):
     import torch
 
-    if native_depthwise.kernel_function() is None:
-        pytest.skip("no native kernel on this machine")
     inputs, kernels = _torch(_random(rng, 3, 9, 9, 40)), _torch(_random(rng, 3, 5, 5, 40, 1))
     threads = torch.get_num_threads()
     results = []
@@ -122,28 +130,19 @@ def test_native_kernel_same_result_on_any_number_of_threads(rng, cpu_only):
     np.testing.assert_array_equal(results[0], results[2])
 
 
-def test_empty_output_and_bad_padding(rng, cpu_only):
-    if native_depthwise.kernel_function() is None:
-        pytest.skip("no native kernel on this machine")
+def test_empty_output_and_bad_padding(rng, native_kernel):
     inputs, kernels = _torch(_random(rng, 2, 3, 3, 16)), _torch(_random(rng, 2, 5, 5, 16, 1))
     assert tuple(native_depthwise.per_example_depthwise_conv(inputs, kernels, 1, "valid", 1).shape) == (2, 0, 0, 16)
     with pytest.raises(ValueError, match="padding"):
         native_depthwise.per_example_depthwise_conv(inputs, kernels, 1, "full", 1)
 
 
-def test_native_path_only_for_float32_inference_with_multiplier_one(rng, monkeypatch, cpu_only):
+def test_native_path_only_for_float32_inference_with_multiplier_one(rng, monkeypatch, native_kernel):
     """Gradients, other dtypes, depth multipliers and `KERAS_DYNCONV_NATIVE=0` take the
     folded path."""
     import torch
 
-    if native_depthwise.kernel_function() is None:
-        pytest.skip("no native kernel on this machine")
-    calls = []
-    native = native_depthwise.per_example_depthwise_conv
-    monkeypatch.setattr(
-        native_depthwise, "per_example_depthwise_conv",
-        lambda *args: calls.append(1) or native(*args),
-    )
+    calls = _count_calls(monkeypatch, "per_example_depthwise_conv")
     inputs, kernels = _random(rng, 2, 6, 6, 16), _random(rng, 2, 3, 3, 16, 1)
 
     def run(x=inputs, k=kernels, grad=False):
@@ -164,19 +163,12 @@ def test_native_path_only_for_float32_inference_with_multiplier_one(rng, monkeyp
     assert len(calls) == 1
 
 
-def test_cond_depthwise_layer_equals_the_folded_path(rng, monkeypatch, cpu_only):
+def test_cond_depthwise_layer_equals_the_folded_path(rng, monkeypatch, native_kernel):
     """The layer end to end (routing, combined kernels, the convolution), inference as
     `predict` runs it (no gradient recorded)."""
     import torch
 
-    if native_depthwise.kernel_function() is None:
-        pytest.skip("no native kernel on this machine")
-    calls = []
-    native = native_depthwise.per_example_depthwise_conv
-    monkeypatch.setattr(
-        native_depthwise, "per_example_depthwise_conv",
-        lambda *args: calls.append(1) or native(*args),
-    )
+    calls = _count_calls(monkeypatch, "per_example_depthwise_conv")
     layer = layers.CondDepthwiseConv2D(
         5, num_experts=4, strides=2, padding="same", strategy="per_example"
     )
@@ -243,15 +235,13 @@ STATIC_CASES = [
 
 
 @pytest.mark.parametrize("case", STATIC_CASES)
-def test_static_depthwise_layer_on_the_kernel_equals_keras(rng, monkeypatch, cpu_only, case):
+def test_static_depthwise_layer_on_the_kernel_equals_keras(rng, monkeypatch, native_kernel, case):
     """The zoo's `DepthwiseConv2D` (through its call, and prepared as a `ZooModel` runs
     it) against Keras' own layer with the same weights, for inference."""
     import torch
 
     from keras_dynconv.layers import prepared_calls
 
-    if native_depthwise.kernel_function() is None:
-        pytest.skip("no native kernel on this machine")
     batch, h, w, channels, kernel, strides, padding, use_bias = case
     arguments = dict(kernel_size=kernel, strides=strides, padding=padding, use_bias=use_bias)
     ours, theirs = layers.DepthwiseConv2D(**arguments), keras.layers.DepthwiseConv2D(**arguments)
@@ -261,11 +251,7 @@ def test_static_depthwise_layer_on_the_kernel_equals_keras(rng, monkeypatch, cpu
     ours.set_weights(weights)
     theirs.set_weights(weights)
     x = _torch(_random(rng, batch, h, w, channels))
-    calls = []
-    native = native_depthwise.depthwise_conv
-    monkeypatch.setattr(
-        native_depthwise, "depthwise_conv", lambda *args, **kwargs: calls.append(1) or native(*args, **kwargs)
-    )
+    calls = _count_calls(monkeypatch, "depthwise_conv")
     with torch.no_grad():
         expected = to_numpy(theirs(x))
         called = to_numpy(ours(x))
@@ -275,10 +261,8 @@ def test_static_depthwise_layer_on_the_kernel_equals_keras(rng, monkeypatch, cpu
     np.testing.assert_allclose(prepared, expected, atol=ATOL, rtol=RTOL)
 
 
-def test_static_kernel_only_where_it_is_faster(rng, cpu_only):
+def test_static_kernel_only_where_it_is_faster(rng, native_kernel):
     """`static_applies`: small batches, or uneven padding; float32, multiplier 1."""
-    if native_depthwise.kernel_function() is None:
-        pytest.skip("no native kernel on this machine")
     limit = native_depthwise.STATIC_MAX_BATCH
 
     def applies(batch, side=8, strides=1, padding="same", multiplier=1, dtype="float32"):
