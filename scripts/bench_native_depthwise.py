@@ -43,7 +43,6 @@ LAYERS = [
     (7, 1152, 3, 1),
 ]
 
-
 # EfficientNet-B0's depthwise layers, one per distinct shape: (input side, channels,
 # kernel, stride). The stride-2 ones pad unevenly ("same" on an even side).
 STATIC_LAYERS = [
@@ -57,6 +56,7 @@ STATIC_LAYERS = [
     (14, 672, 5, 1),
     (7, 1152, 5, 1),
 ]
+
 
 def median_ms(variants, rounds):
     """`{name: median ms}`, the variants called in turns."""
