@@ -1,6 +1,7 @@
 """Shared fixtures. The suite runs once per backend: set KERAS_BACKEND before pytest."""
 
 import os
+import shutil
 import tempfile
 
 import keras
@@ -52,7 +53,10 @@ def pytest_configure(config):
     """
     # The native depthwise kernel (keras_dynconv.ops.native_depthwise) is built into a
     # folder of the run's own, not the user's cache.
-    os.environ.setdefault("KERAS_DYNCONV_CACHE", tempfile.mkdtemp(prefix="keras_dynconv-cache-"))
+    if "KERAS_DYNCONV_CACHE" not in os.environ:
+        os.environ["KERAS_DYNCONV_CACHE"] = config._dynconv_cache = tempfile.mkdtemp(
+            prefix="keras_dynconv-cache-"
+        )
     if BACKEND == "torch":
         import torch
 
@@ -64,6 +68,12 @@ def pytest_configure(config):
 
         if jax.default_backend() == "gpu":
             jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def pytest_unconfigure(config):
+    cache = getattr(config, "_dynconv_cache", None)
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def pytest_report_header(config):

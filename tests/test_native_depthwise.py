@@ -261,6 +261,23 @@ def test_static_depthwise_layer_on_the_kernel_equals_keras(rng, monkeypatch, nat
     np.testing.assert_allclose(prepared, expected, atol=ATOL, rtol=RTOL)
 
 
+def test_static_kernel_not_where_the_bias_wants_a_gradient(rng, monkeypatch, native_kernel):
+    """A trainable bias beside a frozen kernel keeps its gradient: oneDNN's path."""
+    import torch
+
+    from keras_dynconv.ops import torch_conv
+
+    calls = _count_calls(monkeypatch, "depthwise_conv")
+    x, kernel = _torch(_random(rng, 1, 6, 6, 16)), _torch(_random(rng, 3, 3, 16, 1))
+    bias = _torch(_random(rng, 16)).requires_grad_(True)
+    torch.sum(torch_conv.depthwise_conv(x, kernel, 1, "same", 1, bias=bias)).backward()
+    assert calls == []
+    np.testing.assert_allclose(to_numpy(bias.grad), np.full(16, 36.0), rtol=1e-6)
+    with torch.no_grad():
+        torch_conv.depthwise_conv(x, kernel, 1, "same", 1, bias=bias)
+    assert calls == [1]
+
+
 def test_static_kernel_only_where_it_is_faster(rng, native_kernel):
     """`static_applies`: small batches, or uneven padding; float32, multiplier 1."""
     limit = native_depthwise.STATIC_MAX_BATCH

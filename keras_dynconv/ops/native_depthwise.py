@@ -166,8 +166,8 @@ def kernel_function():
         detail = getattr(error, "stderr", None) or str(error)
         warnings.warn(
             f"keras_dynconv: the native per-example depthwise convolution could not be "
-            f"built with {compiler} ({detail.strip()[-500:]}); CondConv's depthwise layers "
-            "take the slower folded path. Set KERAS_DYNCONV_NATIVE=0 to skip the attempt.",
+            f"built with {compiler} ({detail.strip()[-500:]}); depthwise layers take "
+            "oneDNN's slower paths. Set KERAS_DYNCONV_NATIVE=0 to skip the attempt.",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -164,8 +164,11 @@ def depthwise_conv(inputs, kernel, strides, padding, dilation_rate, bias=None):
     inference = inference_available(inputs, kernel)
     if bias is not None:
         bias = torch_tensor(bias)
-    if inference and native_depthwise.static_applies(
-        inputs, kernel, strides, padding, dilation_rate, bias
+    # The kernel records no gradient, for a bias either.
+    if (
+        inference
+        and (bias is None or not needs_gradient(bias))
+        and native_depthwise.static_applies(inputs, kernel, strides, padding, dilation_rate, bias)
     ):
         return native_depthwise.depthwise_conv(
             inputs, kernel, strides, padding, dilation_rate, bias=bias
