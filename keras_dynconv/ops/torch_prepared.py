@@ -54,7 +54,8 @@ def prepared_conv(inputs, kernel, strides, padding, dilation_rate, bias=None, de
         kernel = kernel.contiguous()
 
     def run(x):
-        # The switch is read per call, as on the unprepared path.
+        # KERAS_DYNCONV_NATIVE=0 turns the kernel off per call, as on the unprepared path
+        # (a function prepared while it was 0 keeps oneDNN's path).
         if native and native_depthwise.enabled():
             return native_depthwise.depthwise_conv(
                 x, kernel, strides, padding, dilation_rate, bias=bias
