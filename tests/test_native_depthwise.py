@@ -204,6 +204,30 @@ def test_the_build_is_cached_by_source_and_machine(fresh_build, monkeypatch, cpu
     assert len(compiles) == 1
 
 
+@pytest.mark.skipif(not _compiler_here(), reason="needs Linux and a C compiler")
+@pytest.mark.parametrize("march", ["haswell", "x86-64"])
+def test_narrower_vectors_give_the_same_results(rng, fresh_build, monkeypatch, cpu_only, march):
+    """The kernel built for CPUs with 8-float (AVX2) and 4-float (SSE2) vectors, which
+    this machine also runs: the blocks of two vectors, one vector and single channels
+    then split the channels differently."""
+    import torch
+
+    flags = tuple(f"-march={march}" if flag == "-march=native" else flag for flag in native_depthwise.FLAGS)
+    monkeypatch.setattr(native_depthwise, "FLAGS", flags)
+    assert native_depthwise.kernel_function() is not None
+    for batch, h, w, channels, ksize, strides, padding, dilation in (CASES[1], CASES[3], CASES[5]):
+        inputs = _random(rng, batch, h, w, channels)
+        kernels = _random(rng, batch, *ksize, channels, 1)
+        expected = np.stack(
+            [reference.depthwise_conv2d(x, k, strides, padding, dilation) for x, k in zip(inputs, kernels)]
+        )
+        with torch.no_grad():
+            out = native_depthwise.per_example_depthwise_conv(
+                _torch(inputs), _torch(kernels), strides, padding, dilation
+            )
+        np.testing.assert_allclose(to_numpy(out), expected, atol=ATOL, rtol=RTOL)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel is built on Linux only")
 def test_a_failed_build_warns_and_falls_back(rng, fresh_build, monkeypatch, tmp_path, cpu_only):
     import torch
