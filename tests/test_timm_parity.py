@@ -27,7 +27,7 @@ import re
 import keras
 import numpy as np
 import pytest
-from conftest import to_numpy
+from conftest import BACKEND, to_numpy
 
 from keras_dynconv import zoo
 from keras_dynconv.layers import Routing
@@ -164,7 +164,7 @@ def test_logits_equal_timm(timm_name):
     np.testing.assert_array_equal(
         temperatures, [to_numpy(routing.temperature) for routing in routings])
 
-    assert_logits_match(model(pixels, training=False), spec)
+    assert_inference_matches(model, pixels, spec)
 
 
 def module_prefixes(names):
@@ -182,6 +182,18 @@ def test_name_sorted_state_dict_gets_timm_module_order_back(timm_name):
     restored = _timm_module_order(sorted(names))
     assert module_prefixes(restored) == module_prefixes(names)
     assert _timm_module_order(names) == names
+
+
+def assert_inference_matches(model, inputs, spec):
+    """timm's logits from the model's eager call and, on torch, from the call under
+    `torch.no_grad()` that `predict` makes, which takes the inference-only paths (direct
+    calls, prepared layers, chunked 1x1 and compiled depthwise kernels)."""
+    assert_logits_match(model(inputs, training=False), spec)
+    if BACKEND == "torch":
+        import torch
+
+        with torch.no_grad():
+            assert_logits_match(model(inputs, training=False), spec)
 
 
 def assert_logits_match(outputs, spec):
@@ -219,7 +231,7 @@ def test_tf_efficientnet_lite0_loads_into_efficientnet_lite0():
     inputs = (pixels / np.float32(255) - np.asarray(cfg["mean"], np.float32)) / (
         np.asarray(cfg["std"], np.float32))
     np.testing.assert_allclose(inputs.astype(np.float64).sum(), spec["input_sum"], rtol=1e-9)
-    assert_logits_match(model(inputs, training=False), spec)
+    assert_inference_matches(model, inputs, spec)
 
 
 # (timm state_dict, zoo model (as its PAIRS key), what the error must say)
