@@ -87,7 +87,8 @@ def static_applies(inputs, kernel, strides, padding, dilation_rate, bias=None):
     tensors is faster here than oneDNN's (the caller has checked
     `torch_conv.inference_available`): at most `STATIC_MAX_BATCH` examples, where
     oneDNN's fixed cost per call dominates, or a padding torch cannot express (uneven
-    "same" padding, which torch's path copies the input to apply)."""
+    "same" padding, which torch's path copies the input to apply:
+    `torch_conv.padding_plan`)."""
     if not (
         applies(inputs, kernel[None])
         and (bias is None or bias.dtype == inputs.dtype)
@@ -95,13 +96,13 @@ def static_applies(inputs, kernel, strides, padding, dilation_rate, bias=None):
         return False
     if inputs.shape[0] <= STATIC_MAX_BATCH:
         return True
-    return padding.lower() == "same" and any(
-        before != after
-        for size, kernel_size, stride, dilation in zip(
-            inputs.shape[1:3], kernel.shape[:2], pair(strides), pair(dilation_rate)
-        )
-        for before, after in [output_size_and_padding(size, kernel_size, stride, dilation, "same")[1]]
+    # torch_conv imports this module: imported here, when both are loaded.
+    from keras_dynconv.ops import torch_conv
+
+    input_pad, _ = torch_conv.padding_plan(
+        tuple(inputs.shape[1:3]), tuple(kernel.shape[:2]), strides, dilation_rate, padding
     )
+    return input_pad is not None
 
 
 def per_example_depthwise_conv(inputs, kernels, strides, padding, dilation_rate):
