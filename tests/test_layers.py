@@ -368,15 +368,15 @@ def test_sparse_mask_straight_through_gradient_reaches_threshold(rng):
     assert np.any(grad_kernel != 0)
 
 
-@pytest.mark.parametrize("capacity,batch", [(4, 1), (3, 3)])
-def test_mod_block_matches_reference(rng, tmp_path, capacity, batch):
+@pytest.mark.parametrize("capacity,batch,activation", [(4, 1, None), (3, 3, "relu")])
+def test_mod_block_matches_reference(rng, tmp_path, capacity, batch, activation):
     inputs = _random(rng, batch, 6, 6, 16)
     k = 16 // capacity
 
     def make():
         return layers.MoDBlock(
             keras.layers.Conv2D(k, 3, padding="same", use_bias=False), capacity=capacity,
-            reduction=4,
+            reduction=4, activation=activation,
         )
 
     layer = make()
@@ -389,6 +389,8 @@ def test_mod_block_matches_reference(rng, tmp_path, capacity, batch):
         capacity,
         lambda x: reference.conv2d(x[0], block_kernel, padding="same")[None],
     )
+    if activation == "relu":
+        expected = np.maximum(expected, 0.0)
     np.testing.assert_allclose(to_numpy(layer(inputs)), expected, atol=ATOL, rtol=RTOL)
     run_layer_test(make, [inputs], tmp_path)
 

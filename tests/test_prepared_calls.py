@@ -205,8 +205,9 @@ def test_no_prepared_function_for_a_subclass_with_its_own_call(rng):
 
 
 def test_zoo_model_runs_its_static_layers_prepared(monkeypatch, rng):
-    """Every static convolution and normalisation of a zoo model (a MoD block's inner
-    ones included) runs through its kept function under the direct calls."""
+    """Every static convolution and normalisation of a zoo model, and every MoD block
+    (whose inner layers are folded into its own kept function), runs through its kept
+    function under the direct calls."""
     import torch
 
     from keras_dynconv import zoo
@@ -225,7 +226,9 @@ def test_zoo_model_runs_its_static_layers_prepared(monkeypatch, rng):
     with torch.no_grad():
         model(rng.uniform(0, 255, (1, 64, 64, 3)).astype("float32"), training=False)
     static = [
-        layer for layer in model._flatten_layers()
-        if type(layer) in (layers.Conv2D, layers.DepthwiseConv2D, layers.BatchNormalization)
+        layer for layer in model.layers
+        if type(layer) in (layers.Conv2D, layers.DepthwiseConv2D, layers.BatchNormalization,
+                           layers.MoDBlock)
     ]
-    assert static and set(map(id, used)) == set(map(id, static))
+    assert any(type(layer) is layers.MoDBlock for layer in static)
+    assert set(map(id, used)) == set(map(id, static))

@@ -4,7 +4,9 @@ import keras
 from keras import ops
 
 from keras_dynconv import ops as dynconv_ops
+from keras_dynconv.ops import torch_mod
 from keras_dynconv.layers import direct_calls
+from keras_dynconv.layers import folded_block
 from keras_dynconv.layers import validation
 
 
@@ -19,11 +21,18 @@ class MoDBlock(keras.layers.Layer):
     (paper Sec. 3.1-3.3). The output has the input's shape. Tied scores select the
     lowest channel indices, identically on every backend.
 
+    For eager inference on torch the block runs as one prepared function
+    (`keras_dynconv.ops.torch_mod`; a ReLU `activation` applied while the output is
+    written, and a `block` of convolutions, batch normalisations and ReLUs with the
+    normalisations folded into the convolutions: `layers.folded_block`).
+
     Args:
         block: a Keras layer or model mapping `[B, H, W, k]` to `[B, H, W, k]`, e.g.
             a bottleneck built for k channels.
         capacity: c in the paper (64 for ResNets, 16 for MobileNetV2).
         reduction: the selector's hidden layer has `max(C // reduction, 1)` units.
+        activation: applied to the output (all channels), e.g. the ReLU that follows
+            a ResNet block; None for none.
         kernel_initializer, kernel_regularizer: of the selector's two FC layers.
 
     Call arguments:
@@ -46,6 +55,7 @@ class MoDBlock(keras.layers.Layer):
         block,
         capacity=64,
         reduction=16,
+        activation=None,
         kernel_initializer="glorot_uniform",
         kernel_regularizer=None,
         **kwargs,
@@ -59,6 +69,7 @@ class MoDBlock(keras.layers.Layer):
         self.block = block
         self.capacity = validation.positive_int("capacity", capacity)
         self.reduction = validation.positive_int("reduction", reduction)
+        self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
@@ -117,7 +128,29 @@ class MoDBlock(keras.layers.Layer):
         selected = dynconv_ops.take_channels(inputs, top_channels)
         processed = direct_calls.run(self.block, selected, training=training)
         scaled = processed * ops.cast(top_scores[:, None, None, :], processed.dtype)
-        return dynconv_ops.add_to_leading_channels(inputs, scaled)
+        return self.activation(dynconv_ops.add_to_leading_channels(inputs, scaled))
+
+    def prepared_variables(self):
+        """The variables `prepared_inference` reads (`layers.prepared_calls`): the
+        selector's and the block's."""
+        return self.weights
+
+    def prepared_inference(self, inputs):
+        """`call` for inference on torch inputs like `inputs`, prepared once."""
+        block = self.block
+        # Shaped, typed and placed like the selected channels the block will see.
+        selected_example = keras.ops.convert_to_tensor(inputs)[..., : self.num_selected]
+        run_block = folded_block.prepared_sequential(block, selected_example)
+        if run_block is None:
+            def run_block(selected):
+                return direct_calls.run(block, selected, training=False)
+
+        relu = self.activation is keras.activations.relu
+        linear = relu or self.activation is keras.activations.linear
+        return torch_mod.prepared_mod_block(
+            inputs, self.selector_hidden_kernel, self.selector_kernel, self.num_selected,
+            run_block, activation=None if linear else self.activation, relu=relu,
+        )
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -129,6 +162,7 @@ class MoDBlock(keras.layers.Layer):
                 "block": keras.saving.serialize_keras_object(self.block),
                 "capacity": self.capacity,
                 "reduction": self.reduction,
+                "activation": keras.activations.serialize(self.activation),
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
             }

@@ -154,8 +154,10 @@ def build_resnet(
             name_prefix = f"conv{stage + 2}_block{repeat + 1}"
             if mod_capacity and repeat % 2 == 1:
                 inner = _mod_bottleneck(x.shape[-1] // mod_capacity, 1.001e-5, f"{name_prefix}_inner")
-                x = dynamic_layers.MoDBlock(inner, capacity=mod_capacity, name=f"{name_prefix}_mod")(x)
-                x = keras.layers.ReLU(name=f"{name_prefix}_out")(x)
+                # The ReLU after the block is its activation: torch writes the output once.
+                x = dynamic_layers.MoDBlock(
+                    inner, capacity=mod_capacity, activation="relu", name=f"{name_prefix}_mod"
+                )(x)
             else:
                 x = bottleneck_block(
                     x, factory, filters, 2 if repeat == 0 and stage > 0 else 1, name_prefix,
