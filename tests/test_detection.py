@@ -404,6 +404,9 @@ def test_detector_argument_errors():
         zoo.ssd300_mobilenet_v1(alpha=0.3)
 
 
+# 70 s of XLA compiling on the 2-core CI machine; JAX compiles the same steps with XLA
+# in the default suite (test_fit_lowers_the_loss_and_predict_returns_detections).
+@pytest.mark.large
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="jit_compile=True is TensorFlow's XLA switch")
 def test_train_and_predict_steps_compile_with_xla(detector, rng):
     images = rng.uniform(0, 255, size=(2,) + SMALL).astype("float32")
