@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import sys
 import tempfile
 
 import keras
@@ -111,6 +112,29 @@ def rng():
 
 def to_numpy(tensor):
     return np.asarray(keras.ops.convert_to_numpy(tensor))
+
+
+def compiler_here():
+    """Whether the native kernels can be built here: Linux and a C compiler."""
+    return sys.platform.startswith("linux") and bool(shutil.which("cc") or shutil.which("gcc"))
+
+
+@pytest.fixture
+def fresh_build(tmp_path, monkeypatch):
+    """An empty cache for the native kernels, and their library to be looked up again
+    (and after the test)."""
+    from keras_dynconv.ops import native_depthwise
+
+    monkeypatch.setenv("KERAS_DYNCONV_CACHE", str(tmp_path / "cache"))
+    native_depthwise.library.cache_clear()
+    yield tmp_path / "cache"
+    native_depthwise.library.cache_clear()
+
+
+@pytest.fixture
+def cpu_only():
+    if torch_device_type() != "cpu":
+        pytest.skip("the native kernels run on CPU tensors")
 
 
 def torch_device_type():

@@ -5,7 +5,6 @@ Tolerance: conftest's ATOL/RTOL (1e-4): float32 sums of up to 25 products, summe
 different order than NumPy's.
 """
 
-import shutil
 import subprocess
 import sys
 import warnings
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 import reference
-from conftest import ATOL, BACKEND, RTOL, to_numpy, torch_device_type
+from conftest import ATOL, BACKEND, RTOL, compiler_here, to_numpy
 from keras_dynconv import layers
 from keras_dynconv import ops as dc
 from keras_dynconv.ops import native_depthwise
@@ -40,31 +39,12 @@ CASES = [
 ]
 
 
-def _compiler_here():
-    return sys.platform.startswith("linux") and (shutil.which("cc") or shutil.which("gcc"))
-
-
 def _random(rng, *shape):
     return rng.standard_normal(shape).astype("float32")
 
 
 def _torch(array):
     return keras.ops.convert_to_tensor(array)
-
-
-@pytest.fixture
-def fresh_build(tmp_path, monkeypatch):
-    """An empty kernel cache, and `kernel_function` to be looked up again (and after)."""
-    monkeypatch.setenv("KERAS_DYNCONV_CACHE", str(tmp_path / "cache"))
-    native_depthwise.kernel_function.cache_clear()
-    yield tmp_path / "cache"
-    native_depthwise.kernel_function.cache_clear()
-
-
-@pytest.fixture
-def cpu_only():
-    if torch_device_type() != "cpu":
-        pytest.skip("the kernel runs on CPU tensors")
 
 
 @pytest.fixture
@@ -84,7 +64,7 @@ def _count_calls(monkeypatch, name):
     return calls
 
 
-@pytest.mark.skipif(not _compiler_here(), reason="needs Linux and a C compiler")
+@pytest.mark.skipif(not compiler_here(), reason="needs Linux and a C compiler")
 def test_the_kernel_builds_and_loads_here(cpu_only):
     """Where the suite runs (Linux with a C compiler) the fast path must be live, or the
     other tests here would only exercise the fallback."""
@@ -182,7 +162,7 @@ def test_cond_depthwise_layer_equals_the_folded_path(rng, monkeypatch, native_ke
     np.testing.assert_allclose(fast, folded, atol=ATOL, rtol=RTOL)
 
 
-@pytest.mark.skipif(not _compiler_here(), reason="needs Linux and a C compiler")
+@pytest.mark.skipif(not compiler_here(), reason="needs Linux and a C compiler")
 def test_the_build_is_cached_by_source_and_machine(fresh_build, monkeypatch, cpu_only):
     compiles = []
     run = subprocess.run
@@ -194,17 +174,17 @@ def test_the_build_is_cached_by_source_and_machine(fresh_build, monkeypatch, cpu
 
     monkeypatch.setattr(native_depthwise.subprocess, "run", recording)
     assert native_depthwise.kernel_function() is not None
-    built = list(fresh_build.glob("per_example_depthwise-*.so"))
+    built = list(fresh_build.glob("native_kernels-*.so"))
     assert len(built) == 1 and len(compiles) == 1
     assert "-march=native" in compiles[0] and "-fopenmp" in compiles[0]
     # Nothing but the library is left in the cache (the build's scratch file is renamed).
     assert [path.name for path in fresh_build.iterdir()] == [built[0].name]
-    native_depthwise.kernel_function.cache_clear()
+    native_depthwise.library.cache_clear()
     assert native_depthwise.kernel_function() is not None
     assert len(compiles) == 1
 
 
-@pytest.mark.skipif(not _compiler_here(), reason="needs Linux and a C compiler")
+@pytest.mark.skipif(not compiler_here(), reason="needs Linux and a C compiler")
 @pytest.mark.parametrize("march", ["haswell", "x86-64"])
 def test_narrower_vectors_give_the_same_results(rng, fresh_build, monkeypatch, cpu_only, march):
     """The kernel built for CPUs with 8-float (AVX2) and 4-float (SSE2) vectors, which

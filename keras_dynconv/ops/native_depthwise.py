@@ -49,7 +49,12 @@ import warnings
 from keras_dynconv.ops.taps import output_size_and_padding
 from keras_dynconv.ops.taps import pair
 
-SOURCE = pathlib.Path(__file__).with_name("native") / "per_example_depthwise.c"
+# Every kernel in native/, built into one library (`library`): this module's depthwise
+# convolution and `native_pointwise`'s 1x1 convolution of experts.
+SOURCES = tuple(
+    pathlib.Path(__file__).with_name("native") / name
+    for name in ("per_example_depthwise.c", "pointwise_of_experts.c")
+)
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
 # Names of OpenMP runtimes as they appear in /proc/self/maps.
 OPENMP_RUNTIMES = ("libgomp", "libiomp", "libomp")
@@ -152,9 +157,16 @@ def _convolve(inputs, kernels, kernel_stride, bias, strides, padding, dilation_r
     return outputs
 
 
-@functools.cache
 def kernel_function():
-    """The loaded C function, or None where it cannot be built or must not run."""
+    """The loaded depthwise C function, or None where it cannot be built or must not run."""
+    loaded = library()
+    return None if loaded is None else loaded.per_example_depthwise
+
+
+@functools.cache
+def library():
+    """The loaded library of the native kernels (`SOURCES`), or None where it cannot be
+    built or must not run."""
     if not sys.platform.startswith("linux"):
         return None
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
@@ -166,9 +178,10 @@ def kernel_function():
     except (OSError, subprocess.SubprocessError) as error:
         detail = getattr(error, "stderr", None) or str(error)
         warnings.warn(
-            f"keras_dynconv: the native per-example depthwise convolution could not be "
-            f"built with {compiler} ({detail.strip()[-500:]}); depthwise layers take "
-            "oneDNN's slower paths. Set KERAS_DYNCONV_NATIVE=0 to skip the attempt.",
+            f"keras_dynconv: the native kernels (per-example depthwise and 1x1 "
+            f"convolutions) could not be built with {compiler} ({detail.strip()[-500:]}); "
+            "dynamic layers take torch's slower paths. Set KERAS_DYNCONV_NATIVE=0 to skip "
+            "the attempt.",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -176,21 +189,25 @@ def kernel_function():
     added = openmp_runtimes(_read_maps()) - runtimes_before
     if added:
         warnings.warn(
-            "keras_dynconv: the native per-example depthwise convolution loaded an OpenMP "
+            "keras_dynconv: the native kernels loaded an OpenMP "
             f"runtime of its own ({', '.join(sorted(added))}) instead of torch's; it stays "
             "off so that its threads do not compete with torch's.",
             RuntimeWarning,
             stacklevel=2,
         )
         return None
-    function = library.per_example_depthwise
-    function.restype = ctypes.c_int
-    function.argtypes = (
+    depthwise = library.per_example_depthwise
+    depthwise.restype = ctypes.c_int
+    depthwise.argtypes = (
         [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
         + [ctypes.c_long] * 14
         + [ctypes.c_int]
     )
-    return function
+    pointwise = library.pointwise_of_experts
+    pointwise.restype = ctypes.c_int
+    pointwise.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_long] * 5 + [ctypes.c_int]
+    library.pointwise_vector_length.restype = ctypes.c_int
+    return library
 
 
 def openmp_runtimes(maps_text):
@@ -235,14 +252,14 @@ def _built_library(compiler):
     version = subprocess.run(
         [compiler, "--version"], capture_output=True, text=True, check=True, timeout=60
     ).stdout
-    source = SOURCE.read_bytes()
+    sources = [source.read_bytes() for source in SOURCES]
     key = hashlib.sha256(
         b"\0".join(
-            [source, compiler.encode(), version.encode(), " ".join(FLAGS).encode(),
+            [*sources, compiler.encode(), version.encode(), " ".join(FLAGS).encode(),
              _cpu_features().encode()]
         )
     ).hexdigest()[:20]
-    path = cache_dir() / f"per_example_depthwise-{key}.so"
+    path = cache_dir() / f"native_kernels-{key}.so"
     with _build_lock:
         if path.exists():
             return path
@@ -253,7 +270,7 @@ def _built_library(compiler):
         os.close(descriptor)
         try:
             subprocess.run(
-                [compiler, *FLAGS, "-o", scratch, str(SOURCE)],
+                [compiler, *FLAGS, "-o", scratch, *map(str, SOURCES)],
                 capture_output=True, text=True, check=True, timeout=300,
             )
             os.replace(scratch, path)

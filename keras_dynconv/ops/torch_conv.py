@@ -24,6 +24,7 @@ import functools
 import keras
 
 from keras_dynconv.ops import native_depthwise
+from keras_dynconv.ops import native_pointwise
 from keras_dynconv.ops import portability
 from keras_dynconv.ops import torch_weights
 from keras_dynconv.ops.taps import output_size_and_padding
@@ -251,15 +252,18 @@ def pointwise_conv_of_experts(inputs, experts, routing_weights):
     its kernel `sum_e routing_weights[b, e] * experts[e]` (`experts` `[E, 1, 1, I, O]`),
     for inference.
 
-    The combined kernels are made and used chunk by chunk in one buffer that stays in
-    the cache, instead of being written to memory for the whole batch (28 MB per layer
-    of CondConv-EfficientNet-B0's 7x7 stage at batch 32) and read back.
+    Where `native_pointwise.applies`, the compiled kernel, which never writes the
+    combined kernels to memory (28 MB per layer of CondConv-EfficientNet-B0's 7x7 stage
+    at batch 32). Otherwise they are made and used chunk by chunk in one buffer that
+    stays in the cache, instead of being written for the whole batch and read back.
     """
     import torch
 
     inputs, experts, routing_weights = (
         torch_tensor(tensor) for tensor in (inputs, experts, routing_weights)
     )
+    if native_pointwise.applies(inputs, experts, routing_weights):
+        return native_pointwise.pointwise_conv_of_experts(inputs, experts, routing_weights)
     batch, height, width, in_channels = inputs.shape
     num_experts, out_channels = experts.shape[0], experts.shape[-1]
     flat_experts = experts.reshape(num_experts, in_channels * out_channels)

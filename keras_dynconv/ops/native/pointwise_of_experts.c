@@ -1,0 +1,117 @@
+/* 1x1 convolution with a kernel of its own for every example, combined from experts:
+ * y[b] = x[b] @ (sum_e routing[b, e] * experts[e]) + bias, channels-last float32.
+ * keras_dynconv/ops/native_pointwise.py says why it exists and tests it against the
+ * generic path; keras_dynconv/ops/native_depthwise.py builds it.
+ *
+ * x [B, P, I], experts [E, I, O], routing [B, E], bias [O] or NULL, y [B, P, O]; O a
+ * multiple of the vector length (the caller checks a multiple of 16).
+ *
+ * The combined kernels are never written to memory. Each thread takes blocks of COLS
+ * output channels; for a block and KC input channels at a time, the experts' slice
+ * (KC x COLS x E floats) stays in the cache while every example combines its KC x COLS
+ * tile from it (into T, in L1) and multiplies its pixels by the tile, R pixels by
+ * COLS channels summed in registers, adding onto the previous input channels' sums.
+ */
+#include <stdlib.h>
+#include <string.h>
+#if defined(__AVX512F__)
+#define VL 16
+#elif defined(__AVX__)
+#define VL 8
+#else
+#define VL 4
+#endif
+#define NB 2   /* vectors of output channels per block */
+#define R 8    /* pixels summed in registers at once: R x NB accumulators */
+#define KC 128 /* input channels per slice: T is KC x COLS floats (16 KB with AVX-512) */
+typedef float vf __attribute__((vector_size(VL * 4)));
+typedef float vf_unaligned __attribute__((vector_size(VL * 4), aligned(4)));
+#define LOAD(p) (*(const vf_unaligned*)(p))
+#define STORE(p, v) (*(vf_unaligned*)(p) = (v))
+#define COLS (NB * VL)
+
+/* `rows` pixels by `nb` vectors of y: `start` (the bias, or zeros) for the first slice,
+ * else y itself, plus the pixels' kc input channels times T. */
+static inline __attribute__((always_inline)) void tile(
+    const float* xr, const float* T, float* yr, long I, long O, long kc, const float* start,
+    const int rows, const int nb) {
+  vf acc[R][NB];
+#pragma GCC unroll 12
+  for (int r = 0; r < rows; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < nb; ++v) acc[r][v] = start ? LOAD(start + v * VL) : LOAD(yr + r * O + v * VL);
+  for (long k = 0; k < kc; ++k) {
+    vf t[NB];
+#pragma GCC unroll 2
+    for (int v = 0; v < nb; ++v) t[v] = *(const vf*)(T + k * COLS + v * VL);
+#pragma GCC unroll 12
+    for (int r = 0; r < rows; ++r) {
+      vf xv = (vf){0} + xr[r * I + k];
+#pragma GCC unroll 2
+      for (int v = 0; v < nb; ++v) acc[r][v] += xv * t[v];
+    }
+  }
+#pragma GCC unroll 12
+  for (int r = 0; r < rows; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < nb; ++v) STORE(yr + r * O + v * VL, acc[r][v]);
+}
+
+static void rows_of(const float* xb, const float* T, float* yb, long P, long I, long O, long kc,
+                    const float* start, int nb) {
+  long p = 0;
+  if (nb == NB) {
+    for (; p + R <= P; p += R) tile(xb + p * I, T, yb + p * O, I, O, kc, start, R, NB);
+    for (; p < P; ++p) tile(xb + p * I, T, yb + p * O, I, O, kc, start, 1, NB);
+  } else {
+    for (; p + R <= P; p += R) tile(xb + p * I, T, yb + p * O, I, O, kc, start, R, 1);
+    for (; p < P; ++p) tile(xb + p * I, T, yb + p * O, I, O, kc, start, 1, 1);
+  }
+}
+
+int pointwise_vector_length(void) { return VL; }
+
+int pointwise_of_experts(const float* x, const float* experts, const float* routing,
+                         const float* bias, float* y, long B, long P, long I, long O, long E,
+                         int threads) {
+  if (O % VL) return -2;
+  long nblocks = (O + COLS - 1) / COLS;
+  float* zeros = calloc(COLS, sizeof(float));
+  int failed = !zeros;
+#pragma omp parallel num_threads(threads)
+  {
+    float* T = aligned_alloc(64, KC * COLS * 4);
+    if (!T) {
+#pragma omp atomic write
+      failed = 1;
+    }
+#pragma omp for schedule(static)
+    for (long jb = 0; jb < nblocks; ++jb) {
+      if (!T) continue;
+      long j0 = jb * COLS;
+      int nb = O - j0 >= COLS ? NB : 1;
+      for (long k0 = 0; k0 < I; k0 += KC) {
+        long kc = I - k0 < KC ? I - k0 : KC;
+        const float* start = k0 ? NULL : (bias ? bias + j0 : zeros);
+        for (long b = 0; b < B; ++b) {
+          const float* rb = routing + b * E;
+          for (long k = 0; k < kc; ++k) {
+            vf t[NB] = {{0}};
+            for (long e = 0; e < E; ++e) {
+              const float* src = experts + (e * I + k0 + k) * O + j0;
+              vf re = (vf){0} + rb[e];
+              t[0] += re * LOAD(src);
+              if (nb == NB) t[1] += re * LOAD(src + VL);
+            }
+            *(vf*)(T + k * COLS) = t[0];
+            *(vf*)(T + k * COLS + VL) = t[1];
+          }
+          rows_of(x + b * P * I + k0, T, y + b * P * O + j0, P, I, O, kc, start, nb);
+        }
+      }
+    }
+    free(T);
+  }
+  free(zeros);
+  return failed ? -1 : 0;
+}

@@ -1,0 +1,81 @@
+"""A compiled 1x1 convolution whose kernel for every example is combined from experts,
+for torch inference on CPUs.
+
+A CondConv 1x1 layer multiplies example b's pixels by `sum_e routing[b, e] * experts[e]`.
+On torch the kernels are combined by a matrix product and applied by a batched one
+(`torch_conv.pointwise_conv_of_experts`): at CondConv-EfficientNet-B0's 7x7 stage at
+batch 32 the combined kernels are 28 MB per layer, written and read back, and those 1x1
+layers cost 2-3x their static twins (most of the model's excess over EfficientNet-B0 on
+eager torch). `native/pointwise_of_experts.c` combines each tile of a kernel in the
+cache and multiplies by it at once, the experts read once per batch: 1.2-1.5x the static
+layer at 7x7 (`python scripts/bench_native_depthwise.py --pointwise`). At 14x14 and
+larger, where the inputs no longer stay in the cache across the channel blocks, torch's
+path is as fast, so it keeps them (`applies`).
+
+Built and loaded with the depthwise kernel (`native_depthwise.library`: the same cache,
+compiler, `KERAS_DYNCONV_NATIVE` switch and OpenMP rule). Equal to the batched product
+(tests/test_native_pointwise.py).
+"""
+
+from keras_dynconv.ops import native_depthwise
+
+# The kernel takes whole vectors of output channels (4, 8 or 16 floats by instruction set).
+CHANNEL_MULTIPLE = 16
+# Past this many pixels per example, and inputs of more than `MAX_INPUT_BYTES`, each
+# block of output channels reads the inputs from memory again, and torch's batched
+# product is as fast (`python scripts/bench_native_depthwise.py --pointwise`).
+MAX_PIXELS = 64
+MAX_INPUT_BYTES = 8 * 2**20
+
+
+def applies(inputs, experts, routing_weights):
+    """Whether `pointwise_conv_of_experts` takes these torch tensors (the caller has
+    checked `torch_conv.inference_available`): float32, whole vectors of output
+    channels, few pixels or small inputs, and the kernel built and loaded."""
+    import torch
+
+    return (
+        all(t.dtype == torch.float32 for t in (inputs, experts, routing_weights))
+        and experts.shape[-1] % CHANNEL_MULTIPLE == 0
+        and inputs.shape[-1] > 0
+        and (
+            inputs.shape[1] * inputs.shape[2] <= MAX_PIXELS
+            or inputs.numel() * inputs.element_size() <= MAX_INPUT_BYTES
+        )
+        and native_depthwise.enabled()
+        and native_depthwise.library() is not None
+    )
+
+
+def pointwise_conv_of_experts(inputs, experts, routing_weights, bias=None):
+    """`[B, H, W, O]`: each example of `inputs` `[B, H, W, I]` times its kernel
+    `sum_e routing_weights[b, e] * experts[e]` (`experts` `[E, 1, 1, I, O]`), plus
+    `bias` `[O]` when given, as `torch_conv.pointwise_conv_of_experts`."""
+    import torch
+
+    inputs, experts, routing_weights = (
+        t.detach().contiguous() for t in (inputs, experts, routing_weights)
+    )
+    if bias is not None:
+        bias = bias.detach().contiguous()
+    batch, height, width, in_channels = inputs.shape
+    num_experts, out_channels = experts.shape[0], experts.shape[-1]
+    if out_channels % native_depthwise.library().pointwise_vector_length():
+        raise ValueError(
+            f"the native 1x1 convolution takes whole vectors of output channels; received "
+            f"{out_channels} (check `applies` first)"
+        )
+    outputs = torch.empty(
+        (batch, height, width, out_channels), dtype=inputs.dtype, device=inputs.device
+    )
+    if outputs.numel() == 0:
+        return outputs
+    failed = native_depthwise.library().pointwise_of_experts(
+        inputs.data_ptr(), experts.data_ptr(), routing_weights.data_ptr(),
+        None if bias is None else bias.data_ptr(), outputs.data_ptr(),
+        batch, height * width, in_channels, out_channels, num_experts,
+        torch.get_num_threads(),
+    )
+    if failed:
+        raise MemoryError("the native 1x1 convolution could not allocate its buffers")
+    return outputs
