@@ -3,6 +3,7 @@ the compiled kernel against the folded path and the static layer's convolution.
 
     python scripts/bench_native_depthwise.py [--batch 32] [--rounds 30] [--threads 2]
     python scripts/bench_native_depthwise.py --static [--batch-sizes 1,2,4,8,16]
+    python scripts/bench_native_depthwise.py --pointwise [--batch-sizes 1,32]
 
 Inference (no gradient), float32, on a CPU. For each layer shape, the three
 convolutions are called in turns, `--rounds` times, after three untimed rounds; prints
@@ -16,6 +17,13 @@ the median ms of each:
 `--static` times EfficientNet-B0's static depthwise layers instead, oneDNN's convolution
 (`torch_conv.depthwise_conv` with the kernel off) against the compiled kernel with one
 shared kernel, per batch size: where `native_depthwise.STATIC_MAX_BATCH` comes from.
+
+`--pointwise` times CondConv-EfficientNet-B0's dynamic 1x1 layers (8 experts) per batch
+size: the static layer's product (one kernel: `static`), torch's batched product of the
+combined kernels (`torch_conv.pointwise_conv_of_experts` with the kernel off: `torch`)
+and `keras_dynconv.ops.native_pointwise` (`native`, called directly, also where its
+`applies` would leave the layer to torch): where `native_pointwise.MAX_PIXELS` and
+`MAX_INPUT_BYTES` come from.
 
 Set `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483648`, as for the
 model benchmarks (zoo/benchmarks/README.md).
@@ -31,6 +39,7 @@ os.environ["KERAS_BACKEND"] = "torch"
 import torch  # noqa: E402
 
 from keras_dynconv.ops import native_depthwise  # noqa: E402
+from keras_dynconv.ops import native_pointwise  # noqa: E402
 from keras_dynconv.ops import torch_conv  # noqa: E402
 
 # CondConv-EfficientNet-B0's dynamic depthwise layers (blocks 8-15), at 224x224:
@@ -55,6 +64,19 @@ STATIC_LAYERS = [
     (14, 480, 3, 1),
     (14, 672, 5, 1),
     (7, 1152, 5, 1),
+]
+
+# CondConv-EfficientNet-B0's dynamic 1x1 layers (blocks 8-15), one per distinct shape:
+# (input side, input channels, output channels).
+POINTWISE_LAYERS = [
+    (14, 80, 480),
+    (14, 480, 112),
+    (14, 112, 672),
+    (14, 672, 112),
+    (7, 672, 192),
+    (7, 192, 1152),
+    (7, 1152, 192),
+    (7, 1152, 320),
 ]
 
 
@@ -102,6 +124,38 @@ def static_table(batch_sizes, rounds):
                   + " | ".join(cells) + " |")
 
 
+def pointwise_table(batch_sizes, rounds, num_experts=8):
+    print("| layer | " + " | ".join(f"batch {batch}" for batch in batch_sizes) + " |")
+    print("| --- |" + " ---: |" * len(batch_sizes))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for side, in_channels, out_channels in POINTWISE_LAYERS:
+            cells = []
+            experts = torch.randn(num_experts, 1, 1, in_channels, out_channels, generator=generator)
+            for batch in batch_sizes:
+                inputs = torch.randn(batch, side, side, in_channels, generator=generator)
+                routing = torch.rand(batch, num_experts, generator=generator)
+
+                def batched():
+                    os.environ["KERAS_DYNCONV_NATIVE"] = "0"
+                    torch_conv.pointwise_conv_of_experts(inputs, experts, routing)
+
+                times = median_ms(
+                    {
+                        "static": lambda: torch_conv.conv(inputs, experts[0], 1, "same", 1),
+                        "torch": batched,
+                        "native": lambda: native_pointwise.pointwise_conv_of_experts(
+                            inputs, experts, routing
+                        ),
+                    },
+                    rounds,
+                )
+                cells.append(
+                    f"{times['static']:.2f} / {times['torch']:.2f} / {times['native']:.2f}"
+                )
+            print(f"| {side}x{side}, {in_channels} -> {out_channels} | " + " | ".join(cells) + " |")
+
+
 def per_example(inputs, kernels, stride, native):
     def call():
         os.environ["KERAS_DYNCONV_NATIVE"] = "1" if native else "0"
@@ -117,13 +171,21 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--static", action="store_true",
                         help="B0's static layers: oneDNN / native ms (ratio) per batch size")
-    parser.add_argument("--batch-sizes", default="1,2,4,8,16")
+    parser.add_argument("--pointwise", action="store_true",
+                        help="B0's dynamic 1x1 layers: static / torch / native ms per batch size")
+    parser.add_argument("--batch-sizes", default=None,
+                        help="for --static (default 1,2,4,8,16) and --pointwise (default 1,32)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if native_depthwise.kernel_function() is None:
         raise SystemExit("the native kernel is not available here (see native_depthwise's docstring)")
+    if args.pointwise:
+        batch_sizes = [int(size) for size in (args.batch_sizes or "1,32").split(",")]
+        print(f"{args.threads} threads, median ms of {args.rounds} rounds: static / torch / native")
+        pointwise_table(batch_sizes, args.rounds)
+        return
     if args.static:
-        batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
+        batch_sizes = [int(size) for size in (args.batch_sizes or "1,2,4,8,16").split(",")]
         print(f"{args.threads} threads, median ms of {args.rounds} rounds: oneDNN / native (native / oneDNN)")
         static_table(batch_sizes, args.rounds)
         return

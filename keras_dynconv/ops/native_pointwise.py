@@ -7,10 +7,12 @@ On torch the kernels are combined by a matrix product and applied by a batched o
 batch 32 the combined kernels are 28 MB per layer, written and read back, and those 1x1
 layers cost 2-3x their static twins (most of the model's excess over EfficientNet-B0 on
 eager torch). `native/pointwise_of_experts.c` combines each tile of a kernel in the
-cache and multiplies by it at once, the experts read once per batch: 1.2-1.5x the static
-layer at 7x7 (`python scripts/bench_native_depthwise.py --pointwise`). At 14x14 and
-larger, where the inputs no longer stay in the cache across the channel blocks, torch's
-path is as fast, so it keeps them (`applies`).
+cache and multiplies by it at once, the experts read once per batch: at batch 32 1.5-1.6x
+the static layer at 7x7 where torch's path took 2.0-2.2x, and at batch 1 no slower than
+the static layer (`python scripts/bench_native_depthwise.py --pointwise`). Each block of
+output channels reads the inputs again, from memory once they outgrow the cache, so
+many pixels of large inputs stay on torch's path (`applies`; at 14x14 the two are within
+10% of each other).
 
 Built and loaded with the depthwise kernel (`native_depthwise.library`: the same cache,
 compiler, `KERAS_DYNCONV_NATIVE` switch and OpenMP rule). Equal to the batched product
