@@ -131,7 +131,11 @@ def pointwise_table(batch_sizes, rounds, num_experts=8):
     with torch.no_grad():
         for side, in_channels, out_channels in POINTWISE_LAYERS:
             cells = []
-            experts = torch.randn(num_experts, 1, 1, in_channels, out_channels, generator=generator)
+            # A parameter, as a layer's weights are: the kernel reads its packed copy.
+            experts = torch.nn.Parameter(
+                torch.randn(num_experts, 1, 1, in_channels, out_channels, generator=generator),
+                requires_grad=False,
+            )
             for batch in batch_sizes:
                 inputs = torch.randn(batch, side, side, in_channels, generator=generator)
                 routing = torch.rand(batch, num_experts, generator=generator)

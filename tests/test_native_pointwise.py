@@ -81,6 +81,27 @@ def test_native_pointwise_adds_a_bias(rng, native_kernel):
     )
 
 
+def test_a_layers_experts_are_packed_once_and_again_when_they_change(rng, native_kernel):
+    """Experts that are a layer's weights (torch parameters) are read from a packed copy
+    (`torch_weights.packed_experts`), made again after an in-place write (as `assign`
+    and optimizer steps make)."""
+    import torch
+
+    from keras_dynconv.ops import torch_weights
+
+    inputs, experts, routing = _case_tensors(rng, CASES[3])
+    parameter = torch.nn.Parameter(torch.from_numpy(experts.copy()))
+    x, r = (keras.ops.convert_to_tensor(t) for t in (inputs, routing))
+    with torch.no_grad():
+        got = native_pointwise.pointwise_conv_of_experts(x, parameter, r)
+        packed = torch_weights.packed_experts(parameter, native_depthwise.library().pointwise_block_columns())
+        assert packed is torch_weights.packed_experts(parameter, native_depthwise.library().pointwise_block_columns())
+        np.testing.assert_allclose(to_numpy(got), _expected(inputs, experts, routing), atol=ATOL, rtol=RTOL)
+        parameter.mul_(-2.0)
+        got = native_pointwise.pointwise_conv_of_experts(x, parameter, r)
+    np.testing.assert_allclose(to_numpy(got), _expected(inputs, -2.0 * experts, routing), atol=ATOL, rtol=RTOL)
+
+
 def test_native_pointwise_same_result_on_any_number_of_threads(rng, native_kernel):
     """Each output is summed by one thread in a fixed order: bit for bit equal."""
     import torch
@@ -153,14 +174,18 @@ def test_narrower_vectors_give_the_same_results(rng, fresh_build, monkeypatch, c
     )
     monkeypatch.setattr(native_depthwise, "FLAGS", flags)
     assert native_depthwise.library() is not None
+    import torch
+
     for case in (CASES[0], CASES[3]):
         inputs, experts, routing = _case_tensors(rng, case)
-        got = native_pointwise.pointwise_conv_of_experts(
-            *(keras.ops.convert_to_tensor(t) for t in (inputs, experts, routing))
-        )
-        np.testing.assert_allclose(
-            to_numpy(got), _expected(inputs, experts, routing), atol=ATOL, rtol=RTOL
-        )
+        x, r = (keras.ops.convert_to_tensor(t) for t in (inputs, routing))
+        # Experts as a plain tensor and as a layer's parameter (packed for these vectors).
+        for weights in (keras.ops.convert_to_tensor(experts), torch.nn.Parameter(torch.from_numpy(experts))):
+            with torch.no_grad():
+                got = native_pointwise.pointwise_conv_of_experts(x, weights, r)
+            np.testing.assert_allclose(
+                to_numpy(got), _expected(inputs, experts, routing), atol=ATOL, rtol=RTOL
+            )
 
 
 def test_torch_path_reaches_the_kernel(rng, monkeypatch, native_kernel):

@@ -205,8 +205,11 @@ def library():
     )
     pointwise = library.pointwise_of_experts
     pointwise.restype = ctypes.c_int
-    pointwise.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_long] * 5 + [ctypes.c_int]
-    library.pointwise_vector_length.restype = ctypes.c_int
+    pointwise.argtypes = (
+        [ctypes.c_void_p] * 2 + [ctypes.c_long] * 3 + [ctypes.c_void_p] * 3
+        + [ctypes.c_long] * 5 + [ctypes.c_int]
+    )
+    library.pointwise_block_columns.restype = ctypes.c_int
     return library
 
 

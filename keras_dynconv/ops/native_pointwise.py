@@ -20,6 +20,7 @@ compiler, `KERAS_DYNCONV_NATIVE` switch and OpenMP rule). Equal to the batched p
 """
 
 from keras_dynconv.ops import native_depthwise
+from keras_dynconv.ops import torch_weights
 
 # The kernel takes whole vectors of output channels (4, 8 or 16 floats by instruction set).
 CHANNEL_MULTIPLE = 16
@@ -55,25 +56,32 @@ def pointwise_conv_of_experts(inputs, experts, routing_weights, bias=None):
     `bias` `[O]` when given, as `torch_conv.pointwise_conv_of_experts`."""
     import torch
 
-    inputs, experts, routing_weights = (
-        t.detach().contiguous() for t in (inputs, experts, routing_weights)
-    )
-    if bias is not None:
-        bias = bias.detach().contiguous()
+    library = native_depthwise.library()
+    columns = library.pointwise_block_columns()
     batch, height, width, in_channels = inputs.shape
     num_experts, out_channels = experts.shape[0], experts.shape[-1]
-    if out_channels % native_depthwise.library().pointwise_vector_length():
+    if out_channels % (columns // 2):
         raise ValueError(
             f"the native 1x1 convolution takes whole vectors of output channels; received "
             f"{out_channels} (check `applies` first)"
         )
+    if isinstance(experts, torch.nn.Parameter):
+        # A layer's weights: packed once (a copy as large as the experts), kept while unchanged.
+        layout = torch_weights.packed_experts(experts, columns)
+        strides = (in_channels * num_experts * columns, num_experts * columns, columns)
+    else:
+        layout = experts.detach().contiguous()
+        strides = (columns, out_channels, in_channels * out_channels)
+    inputs, routing_weights = (t.detach().contiguous() for t in (inputs, routing_weights))
+    if bias is not None:
+        bias = bias.detach().contiguous()
     outputs = torch.empty(
         (batch, height, width, out_channels), dtype=inputs.dtype, device=inputs.device
     )
     if outputs.numel() == 0:
         return outputs
-    failed = native_depthwise.library().pointwise_of_experts(
-        inputs.data_ptr(), experts.data_ptr(), routing_weights.data_ptr(),
+    failed = library.pointwise_of_experts(
+        inputs.data_ptr(), layout.data_ptr(), *strides, routing_weights.data_ptr(),
         None if bias is None else bias.data_ptr(), outputs.data_ptr(),
         batch, height * width, in_channels, out_channels, num_experts,
         torch.get_num_threads(),

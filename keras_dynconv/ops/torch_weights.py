@@ -48,6 +48,32 @@ def depthwise_layout(kernel):
     return kernel.permute(2, 3, 0, 1).reshape(channels * multiplier, 1, kernel_h, kernel_w)
 
 
+def packed_experts(experts, columns):
+    """`[ceil(O / columns), I, E, columns]` of 1x1 `experts` `[E, 1, 1, I, O]`, output
+    channels zero-padded to whole blocks (`native_pointwise`'s layout), kept while the
+    weight is unchanged (a torch parameter; the caller has checked that no gradient is
+    wanted), else made for this call."""
+    if not _keeps(experts, True):
+        return packed_experts_layout(experts.detach(), columns)
+    return _kept(
+        experts, f"packed_experts_{columns}",
+        lambda weight: packed_experts_layout(weight, columns),
+    )
+
+
+def packed_experts_layout(experts, columns):
+    """`packed_experts`, a copy."""
+    import torch
+
+    num_experts, _, _, in_channels, out_channels = experts.shape
+    blocks = -(-out_channels // columns)
+    padded = torch.zeros(
+        (num_experts, in_channels, blocks * columns), dtype=experts.dtype, device=experts.device
+    )
+    padded[:, :, :out_channels] = experts.reshape(num_experts, in_channels, out_channels)
+    return padded.view(num_experts, in_channels, blocks, columns).permute(2, 1, 0, 3).contiguous()
+
+
 def _keeps(kernel, cacheable):
     """Only persistent weights are kept: a Keras variable's value is a torch parameter;
     any other tensor (a kernel computed in the call) would never be asked for again."""

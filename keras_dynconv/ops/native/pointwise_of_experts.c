@@ -3,8 +3,12 @@
  * keras_dynconv/ops/native_pointwise.py says why it exists and tests it against the
  * generic path; keras_dynconv/ops/native_depthwise.py builds it.
  *
- * x [B, P, I], experts [E, I, O], routing [B, E], bias [O] or NULL, y [B, P, O]; O a
- * multiple of the vector length (the caller checks a multiple of 16).
+ * x [B, P, I], routing [B, E], bias [O] or NULL, y [B, P, O]; O a multiple of the
+ * vector length (the caller checks a multiple of 16). Expert e's weight (k, j0 + c), for
+ * the block of COLS output channels that starts at j0 = jb * COLS, is at
+ * experts[jb * block_stride + k * row_stride + e * expert_stride + c]: [E, I, O] experts
+ * have strides (COLS, O, I * O); packed ones, [O / COLS, I, E, COLS], (I * E * COLS,
+ * E * COLS, COLS), which the combination reads in order (a quarter faster).
  *
  * The combined kernels are never written to memory. Each thread takes blocks of COLS
  * output channels; for a block and KC input channels at a time, the experts' slice
@@ -69,9 +73,10 @@ static void rows_of(const float* xb, const float* T, float* yb, long P, long I, 
   }
 }
 
-int pointwise_vector_length(void) { return VL; }
+int pointwise_block_columns(void) { return COLS; }
 
-int pointwise_of_experts(const float* x, const float* experts, const float* routing,
+int pointwise_of_experts(const float* x, const float* experts, long block_stride,
+                         long row_stride, long expert_stride, const float* routing,
                          const float* bias, float* y, long B, long P, long I, long O, long E,
                          int threads) {
   if (O % VL) return -2;
@@ -98,7 +103,7 @@ int pointwise_of_experts(const float* x, const float* experts, const float* rout
           for (long k = 0; k < kc; ++k) {
             vf t[NB] = {{0}};
             for (long e = 0; e < E; ++e) {
-              const float* src = experts + (e * I + k0 + k) * O + j0;
+              const float* src = experts + jb * block_stride + (k0 + k) * row_stride + e * expert_stride;
               vf re = (vf){0} + rb[e];
               t[0] += re * LOAD(src);
               if (nb == NB) t[1] += re * LOAD(src + VL);
