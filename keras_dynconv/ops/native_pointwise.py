@@ -7,12 +7,15 @@ On torch the kernels are combined by a matrix product and applied by a batched o
 batch 32 the combined kernels are 28 MB per layer, written and read back, and those 1x1
 layers cost 2-3x their static twins (most of the model's excess over EfficientNet-B0 on
 eager torch). `native/pointwise_of_experts.c` combines each tile of a kernel in the
-cache and multiplies by it at once, the experts read once per batch: at batch 32 1.5-1.6x
-the static layer at 7x7 where torch's path took 2.0-2.2x, and at batch 1 no slower than
-the static layer (`python scripts/bench_native_depthwise.py --pointwise`). Each block of
-output channels reads the inputs again, from memory once they outgrow the cache, so
-many pixels of large inputs stay on torch's path (`applies`; at 14x14 the two are within
-10% of each other).
+cache and multiplies by it at once, the experts read once per batch: at batch 32
+1.25-1.35x the static layer at 7x7 where torch's path took 1.7-2.6x, and at batch 1
+0.5-0.7x the static layer (`python scripts/bench_native_depthwise.py --pointwise`). A
+layer's experts are read from a copy packed in the order the combination reads them
+(`torch_weights.packed_experts`, made once per weight value: as much memory again as
+the 1x1 experts, 77 MiB for CondConv-EfficientNet-B0), a quarter faster than reading
+them in place. Each block of output channels reads the inputs again, from memory once
+they outgrow the cache, so many pixels of large inputs stay on torch's path (`applies`;
+at 14x14 the two are within 10% of each other).
 
 Built and loaded with the depthwise kernel (`native_depthwise.library`: the same cache,
 compiler, `KERAS_DYNCONV_NATIVE` switch and OpenMP rule). Equal to the batched product
