@@ -17,6 +17,9 @@ per call is most of the time (0.25-0.55x at batch 1), and uneven "same" padding 
 stride of 2 on an even side), which torch can only apply by copying the padded input
 (0.16-0.5x at any batch).
 
+The library it is built into also holds the 1x1 convolution of combined experts
+(`keras_dynconv.ops.native_pointwise`); what follows holds for both kernels.
+
 It is built on first use with the machine's C compiler (`$CC`, else `cc` or `gcc`) for
 the machine's own instruction set (`-march=native`), in about a second, and kept in
 `$KERAS_DYNCONV_CACHE` (default `~/.cache/keras_dynconv`) under a name that hashes the
@@ -190,8 +193,8 @@ def library():
     if added:
         warnings.warn(
             "keras_dynconv: the native kernels loaded an OpenMP "
-            f"runtime of its own ({', '.join(sorted(added))}) instead of torch's; it stays "
-            "off so that its threads do not compete with torch's.",
+            f"runtime of its own ({', '.join(sorted(added))}) instead of torch's; they stay "
+            "off so that their threads do not compete with torch's.",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -1,7 +1,7 @@
 /* 1x1 convolution with a kernel of its own for every example, combined from experts:
  * y[b] = x[b] @ (sum_e routing[b, e] * experts[e]) + bias, channels-last float32.
- * keras_dynconv/ops/native_pointwise.py says why it exists and tests it against the
- * generic path; keras_dynconv/ops/native_depthwise.py builds it.
+ * keras_dynconv/ops/native_pointwise.py says why it exists, tests/test_native_pointwise.py
+ * checks it against the generic path, keras_dynconv/ops/native_depthwise.py builds it.
  *
  * x [B, P, I], routing [B, E], bias [O] or NULL, y [B, P, O]; O a multiple of the
  * vector length (the caller checks a multiple of 16). Expert e's weight (k, j0 + c), for
@@ -82,7 +82,8 @@ int pointwise_of_experts(const float* x, const float* experts, long block_stride
   if (O % VL) return -2;
   long nblocks = (O + COLS - 1) / COLS;
   float* zeros = calloc(COLS, sizeof(float));
-  int failed = !zeros;
+  if (!zeros) return -1;
+  int failed = 0;
 #pragma omp parallel num_threads(threads)
   {
     float* T = aligned_alloc(64, KC * COLS * 4);
@@ -103,7 +104,8 @@ int pointwise_of_experts(const float* x, const float* experts, long block_stride
           for (long k = 0; k < kc; ++k) {
             vf t[NB] = {{0}};
             for (long e = 0; e < E; ++e) {
-              const float* src = experts + jb * block_stride + (k0 + k) * row_stride + e * expert_stride;
+              const float* src =
+                  experts + jb * block_stride + (k0 + k) * row_stride + e * expert_stride;
               vf re = (vf){0} + rb[e];
               t[0] += re * LOAD(src);
               if (nb == NB) t[1] += re * LOAD(src + VL);
