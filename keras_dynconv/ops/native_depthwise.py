@@ -58,6 +58,8 @@ SOURCES = tuple(
     pathlib.Path(__file__).with_name("native") / name
     for name in ("per_example_depthwise.c", "pointwise_of_experts.c")
 )
+# What the sources include: part of what a built library is kept under.
+HEADERS = (pathlib.Path(__file__).with_name("native") / "vectors.h",)
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
 # Names of OpenMP runtimes as they appear in /proc/self/maps.
 OPENMP_RUNTIMES = ("libgomp", "libiomp", "libomp")
@@ -258,7 +260,7 @@ def _built_library(compiler):
     version = subprocess.run(
         [compiler, "--version"], capture_output=True, text=True, check=True, timeout=60
     ).stdout
-    sources = [source.read_bytes() for source in SOURCES]
+    sources = [source.read_bytes() for source in SOURCES + HEADERS]
     key = hashlib.sha256(
         b"\0".join(
             [*sources, compiler.encode(), version.encode(), " ".join(FLAGS).encode(),

@@ -12,20 +12,10 @@
  */
 #include <stdlib.h>
 
-#if defined(__AVX512F__)
-#define VL 16
-#elif defined(__AVX__)
-#define VL 8
-#else
-#define VL 4
-#endif
+#include "vectors.h"
+
 #define PB 7 /* output pixels per block: a 7x7 row in one block */
 #define NV 2 /* vectors of VL channels per block */
-
-typedef float vf __attribute__((vector_size(VL * 4)));
-typedef float vf_unaligned __attribute__((vector_size(VL * 4), aligned(4)));
-#define LOAD(p) (*(const vf_unaligned*)(p))
-#define STORE(p, v) (*(vf_unaligned*)(p) = (v))
 
 struct shape {
   long H, W, C, kh, kw, sh, ph, dh, OH, OW, padded_OW;

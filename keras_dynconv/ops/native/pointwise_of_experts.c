@@ -17,21 +17,11 @@
  * COLS channels summed in registers, adding onto the previous input channels' sums.
  */
 #include <stdlib.h>
-#include <string.h>
-#if defined(__AVX512F__)
-#define VL 16
-#elif defined(__AVX__)
-#define VL 8
-#else
-#define VL 4
-#endif
+#include "vectors.h"
+
 #define NB 2   /* vectors of output channels per block */
 #define R 8    /* pixels summed in registers at once: R x NB accumulators */
 #define KC 128 /* input channels per slice: T is KC x COLS floats (16 KB with AVX-512) */
-typedef float vf __attribute__((vector_size(VL * 4)));
-typedef float vf_unaligned __attribute__((vector_size(VL * 4), aligned(4)));
-#define LOAD(p) (*(const vf_unaligned*)(p))
-#define STORE(p, v) (*(vf_unaligned*)(p) = (v))
 #define COLS (NB * VL)
 
 /* `rows` pixels by `nb` vectors of y: `start` (the bias, or zeros) for the first slice,
