@@ -13,14 +13,16 @@
  * The combined kernels are never written to memory. Each thread takes blocks of COLS
  * output channels; for a block and KC input channels at a time, the experts' slice
  * (KC x COLS x E floats) stays in the cache while every example combines its KC x COLS
- * tile from it (into T, in L1) and multiplies its pixels by the tile, R pixels by
- * COLS channels summed in registers, adding onto the previous input channels' sums.
+ * tile from it (into T, in L1; G examples per read of each expert vector) and multiplies
+ * its pixels by the tile, R pixels by COLS channels summed in registers, adding onto the
+ * previous input channels' sums.
  */
 #include <stdlib.h>
 #include "vectors.h"
 
 #define NB 2   /* vectors of output channels per block */
 #define R 8    /* pixels summed in registers at once: R x NB accumulators */
+#define G 2    /* examples whose tiles are combined from one read of the experts' slice */
 #define KC 128 /* input channels per slice: T is KC x COLS floats (16 KB with AVX-512) */
 #define COLS (NB * VL)
 
@@ -76,7 +78,7 @@ int pointwise_of_experts(const float* x, const float* experts, long block_stride
   int failed = 0;
 #pragma omp parallel num_threads(threads)
   {
-    float* T = aligned_alloc(64, KC * COLS * 4);
+    float* T = aligned_alloc(64, G * KC * COLS * 4);
     if (!T) {
 #pragma omp atomic write
       failed = 1;
@@ -89,21 +91,31 @@ int pointwise_of_experts(const float* x, const float* experts, long block_stride
       for (long k0 = 0; k0 < I; k0 += KC) {
         long kc = I - k0 < KC ? I - k0 : KC;
         const float* start = k0 ? NULL : (bias ? bias + j0 : zeros);
-        for (long b = 0; b < B; ++b) {
-          const float* rb = routing + b * E;
+        for (long b0 = 0; b0 < B; b0 += G) {
+          long g_count = B - b0 < G ? B - b0 : G;
           for (long k = 0; k < kc; ++k) {
-            vf t[NB] = {{0}};
+            vf t[G][NB];
+            for (int g = 0; g < G; ++g) t[g][0] = t[g][1] = (vf){0};
             for (long e = 0; e < E; ++e) {
               const float* src =
                   experts + jb * block_stride + (k0 + k) * row_stride + e * expert_stride;
-              vf re = (vf){0} + rb[e];
-              t[0] += re * LOAD(src);
-              if (nb == NB) t[1] += re * LOAD(src + VL);
+              vf w0 = LOAD(src), w1 = nb == NB ? LOAD(src + VL) : (vf){0};
+#pragma GCC unroll 4
+              for (int g = 0; g < G; ++g) {
+                vf re = (vf){0} + routing[(b0 + (g < g_count ? g : 0)) * E + e];
+                t[g][0] += re * w0;
+                t[g][1] += re * w1;
+              }
             }
-            *(vf*)(T + k * COLS) = t[0];
-            *(vf*)(T + k * COLS + VL) = t[1];
+#pragma GCC unroll 4
+            for (int g = 0; g < G; ++g) {
+              *(vf*)(T + (g * KC + k) * COLS) = t[g][0];
+              *(vf*)(T + (g * KC + k) * COLS + VL) = t[g][1];
+            }
           }
-          rows_of(x + b * P * I + k0, T, y + b * P * O + j0, P, I, O, kc, start, nb);
+          for (long g = 0; g < g_count; ++g)
+            rows_of(x + (b0 + g) * P * I + k0, T + g * KC * COLS, y + (b0 + g) * P * O + j0, P,
+                    I, O, kc, start, nb);
         }
       }
     }
