@@ -8,8 +8,8 @@ batch 32 the combined kernels are 28 MB per layer, written and read back, and th
 layers cost 2-3x their static twins (most of the model's excess over EfficientNet-B0 on
 eager torch). `native/pointwise_of_experts.c` combines each tile of a kernel in the
 cache and multiplies by it at once, the experts read once per batch: at batch 32
-1.25-1.35x the static layer at 7x7 where torch's path took 1.7-2.6x, and at batch 1
-0.5-0.7x the static layer (`python scripts/bench_native_depthwise.py --pointwise`). A
+1.15-1.3x the static layer at 7x7 where torch's path took 1.6-2.5x, and at batch 1
+0.5-0.8x the static layer (`python scripts/bench_native_depthwise.py --pointwise`). A
 layer's experts are read from a copy packed in the order the combination reads them
 (`torch_weights.packed_experts`, made once per weight value: as much memory again as
 the 1x1 experts, 77 MiB for CondConv-EfficientNet-B0), a quarter faster than reading
