@@ -4,10 +4,10 @@ import keras
 from keras import ops
 
 from keras_dynconv import ops as dynconv_ops
-from keras_dynconv.ops import torch_mod
 from keras_dynconv.layers import direct_calls
 from keras_dynconv.layers import folded_block
 from keras_dynconv.layers import validation
+from keras_dynconv.ops import torch_mod
 
 
 @keras.saving.register_keras_serializable(package="keras_dynconv")
