@@ -115,6 +115,41 @@ def test_prepared_layers_under_mixed_precision_equal_their_call(rng):
                                        rtol=0 if _on_cpu() else 2**-7, atol=0)
 
 
+@pytest.mark.parametrize("activation", ["sigmoid", "softmax", "tanh", "relu"])
+@pytest.mark.parametrize("hidden_units", [None, 5])
+@pytest.mark.parametrize("shape", [(3, 5, 4, 16), (2, 16)])
+def test_prepared_routing_equals_its_call(rng, activation, hidden_units, shape):
+    """The same torch ops in the same order: equal bit for bit on a CPU."""
+    import torch
+
+    layer = layers.Routing(4, activation=activation, temperature=0.7, hidden_units=hidden_units)
+    layer.build(shape)
+    layer.set_weights([
+        np.asarray(w) if w.ndim == 0 else rng.standard_normal(w.shape).astype("float32")
+        for w in layer.get_weights()
+    ])
+    x = _inputs(rng, shape)
+    with torch.no_grad():
+        got = prepared_calls.call(layer, x)
+        np.testing.assert_allclose(to_numpy(got), to_numpy(layer.call(x)), **TOLERANCE)
+
+
+def test_prepared_routing_follows_the_temperature(monkeypatch, rng):
+    """`set_temperature` (the annealing callback's) makes the function again."""
+    import torch
+
+    layer = layers.Routing(4, activation="softmax", temperature=2.0)
+    layer.build((2, 5, 5, 8))
+    made = _count_preparations(monkeypatch, layer)
+    x = _inputs(rng, (2, 5, 5, 8))
+    with torch.no_grad():
+        before = to_numpy(prepared_calls.call(layer, x))
+        layer.set_temperature(0.5)
+        got = prepared_calls.call(layer, x)
+        np.testing.assert_allclose(to_numpy(got), to_numpy(layer.call(x)), **TOLERANCE)
+    assert len(made) == 2 and not np.allclose(before, to_numpy(got))
+
+
 def _count_preparations(monkeypatch, layer):
     made = []
     prepare = layer.prepared_inference

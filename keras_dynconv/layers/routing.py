@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_dynconv.layers import validation
+from keras_dynconv.ops.torch_prepared import prepared_routing
 
 ROUTING_ACTIVATIONS = ("sigmoid", "softmax", "tanh", "relu")
 
@@ -101,6 +102,18 @@ class Routing(keras.layers.Layer):
             pooled = ops.relu(ops.matmul(pooled, self.hidden_kernel) + self.hidden_bias)
         logits = (ops.matmul(pooled, self.kernel) + self.bias) / self.temperature
         return getattr(keras.activations, self.activation)(logits)
+
+    def prepared_variables(self):
+        """The variables `prepared_inference` reads (`layers.prepared_calls`)."""
+        return self.weights
+
+    def prepared_inference(self, inputs):
+        """`call` for inference on torch inputs like `inputs`, prepared once: at batch 1
+        its Keras ops cost more than their arithmetic."""
+        hidden = (self.hidden_kernel, self.hidden_bias) if self.hidden_units is not None else None
+        return prepared_routing(
+            inputs, self.kernel, self.bias, self.temperature, self.activation, hidden=hidden
+        )
 
     def set_temperature(self, value):
         """Sets the routing temperature (used by the annealing callback)."""

@@ -91,3 +91,36 @@ def prepared_batch_normalization(mean, variance, offset, scale, epsilon):
         return outputs.permute(0, 2, 3, 1)
 
     return run
+
+
+def prepared_routing(inputs, kernel, bias, temperature, activation, hidden=None):
+    """`Routing.call` (mean over the spatial axes, optional ReLU hidden layer, then
+    `activation((pooled @ kernel + bias) / temperature)`) as a function of inputs of
+    `inputs`' dtype and rank, the same ops in the same order on kept torch tensors.
+    `hidden`: `(kernel, bias)` of the hidden layer, or None; `activation`: one of
+    `layers.routing.ROUTING_ACTIVATIONS`."""
+    import torch
+
+    dtype = torch_conv.torch_tensor(inputs).dtype
+
+    def kept(value):
+        return torch_conv.torch_tensor(value).detach().to(dtype)
+
+    kernel, bias, temperature = kept(kernel), kept(bias), kept(temperature)
+    if hidden is not None:
+        hidden = tuple(kept(value) for value in hidden)
+    spatial_axes = tuple(range(1, len(inputs.shape) - 1))
+    activate = {
+        "sigmoid": torch.sigmoid,
+        "softmax": lambda logits: torch.softmax(logits, dim=-1),
+        "tanh": torch.tanh,
+        "relu": torch.relu,
+    }[activation]
+
+    def run(x):
+        pooled = x.mean(dim=spatial_axes) if spatial_axes else x
+        if hidden is not None:
+            pooled = torch.relu(torch.matmul(pooled, hidden[0]) + hidden[1])
+        return activate((torch.matmul(pooled, kernel) + bias) / temperature)
+
+    return run
