@@ -1,13 +1,14 @@
 """CondConv-EfficientNet-B0 / EfficientNet-B0 on eager torch with the compiled 1x1 kernel
 of combined experts (`keras_dynconv.ops.native_pointwise`) on and off, in one process.
 
-    python scripts/bench_native_pointwise_ab.py [--batch 32] [--rounds 15]
+    python scripts/bench_native_pointwise_ab.py [--batch 32] [--rounds 15] [--switch routing]
 
 Inference under `torch.no_grad()`, as `keras-dynconv bench` runs it. B0, CondConv-B0
 with the kernel and CondConv-B0 without it (`native_pointwise.applies` answering no, so
 its 1x1 layers take torch's batched product; the depthwise kernel stays on) are called
 in turns, `--rounds` times after two untimed calls each; prints each median and both
-ratios. One process and calls in turns keep the comparison out of the drift between
+ratios. `--switch routing` turns the routing layers' prepared functions
+(`Routing.prepared_inference`) on and off instead. One process and calls in turns keep the comparison out of the drift between
 processes on a shared machine. Set `MALLOC_MMAP_THRESHOLD_=33554432
 MALLOC_TRIM_THRESHOLD_=2147483648`, as for the model benchmarks (zoo/benchmarks/README.md).
 """
@@ -23,6 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from keras_dynconv import zoo  # noqa: E402
+from keras_dynconv.layers import Routing  # noqa: E402
 from keras_dynconv.ops import native_pointwise  # noqa: E402
 
 
@@ -30,23 +32,28 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--switch", choices=["pointwise", "routing"], default="pointwise")
     args = parser.parse_args()
     static = zoo.efficientnet_b0(weights=None)
     dynamic = zoo.condconv_efficientnet_b0(weights=None)
     images = torch.from_numpy(
         np.random.default_rng(0).uniform(0, 255, (args.batch, 224, 224, 3)).astype("float32")
     )
-    applies = native_pointwise.applies
+    applies, prepared_variables = native_pointwise.applies, Routing.prepared_variables
 
     def kernel(on):
         def switch():
-            native_pointwise.applies = applies if on else (lambda *arguments: False)
+            if args.switch == "pointwise":
+                native_pointwise.applies = applies if on else (lambda *arguments: False)
+            else:
+                # Variables that are not torch tensors: `prepared_calls` runs `call`.
+                Routing.prepared_variables = prepared_variables if on else (lambda self: [None])
         return switch
 
     variants = {
         "efficientnet_b0": (static, kernel(True)),
-        "condconv_efficientnet_b0, kernel on": (dynamic, kernel(True)),
-        "condconv_efficientnet_b0, kernel off": (dynamic, kernel(False)),
+        f"condconv_efficientnet_b0, {args.switch} on": (dynamic, kernel(True)),
+        f"condconv_efficientnet_b0, {args.switch} off": (dynamic, kernel(False)),
     }
     times = {name: [] for name in variants}
     try:
@@ -62,7 +69,7 @@ def main():
                     model(images, training=False)
                     times[name].append(time.perf_counter() - start)
     finally:
-        native_pointwise.applies = applies
+        native_pointwise.applies, Routing.prepared_variables = applies, prepared_variables
     medians = {name: statistics.median(values) * 1e3 for name, values in times.items()}
     base = medians["efficientnet_b0"]
     print(f"batch {args.batch}, median of {args.rounds} rounds")
