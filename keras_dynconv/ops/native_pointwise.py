@@ -68,9 +68,9 @@ def pointwise_conv_of_experts(inputs, experts, routing_weights, bias=None):
             f"the native 1x1 convolution takes whole vectors of output channels; received "
             f"{out_channels} (check `applies` first)"
         )
-    if isinstance(experts, torch.nn.Parameter):
-        # A layer's weights: packed once (a copy as large as the experts), kept while unchanged.
-        layout = torch_weights.packed_experts(experts, columns)
+    # A layer's weights: packed once (a copy as large as the experts), kept while unchanged.
+    layout = torch_weights.packed_experts(experts, columns)
+    if layout is not None:
         strides = (in_channels * num_experts * columns, num_experts * columns, columns)
     else:
         layout = experts.detach().contiguous()

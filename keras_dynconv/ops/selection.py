@@ -47,8 +47,8 @@ def take_channels(inputs, channels):
     if torch_conv.available(inputs):
         import torch
 
-        inputs = keras.ops.convert_to_tensor(inputs)
-        channels = keras.ops.convert_to_tensor(channels).long()
+        inputs = torch_conv.torch_tensor(inputs)
+        channels = torch_conv.torch_tensor(channels).long()
         batch, height, width, _ = inputs.shape
         indices = channels[:, None, None, :].expand(batch, height, width, channels.shape[-1])
         return torch.gather(inputs, 3, indices)
@@ -65,7 +65,7 @@ def add_to_leading_channels(inputs, update):
     """
     k = update.shape[-1]
     if torch_conv.available(inputs):
-        inputs, update = keras.ops.convert_to_tensor(inputs), keras.ops.convert_to_tensor(update)
+        inputs, update = torch_conv.torch_tensor(inputs), torch_conv.torch_tensor(update)
         outputs = inputs.clone()
         outputs[..., :k] += update
         return outputs

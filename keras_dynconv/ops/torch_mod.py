@@ -12,6 +12,7 @@ one pass over the input instead of a copy, an add and a ReLU layer's pass. Equal
 `MoDBlock.call` (tests/test_mod_block_prepared.py).
 """
 
+from keras_dynconv.ops import selection
 from keras_dynconv.ops import torch_conv
 
 
@@ -41,17 +42,12 @@ def prepared_mod_block(inputs, selector_hidden_kernel, selector_kernel, num_sele
         keys = torch.add(tie_breaks, bits, alpha=2**32)
         top_channels = torch.topk(keys, k, dim=-1).indices
         top_scores = torch.gather(scores, 1, top_channels)
-        batch, height, width, _ = x.shape
-        selected = torch.gather(
-            x, 3, top_channels[:, None, None, :].expand(batch, height, width, k)
-        )
-        update = run_block(selected) * top_scores[:, None, None, :]
+        update = run_block(selection.take_channels(x, top_channels)) * top_scores[:, None, None, :]
         if relu:
             outputs = torch.relu(x)
             outputs[..., :k] = torch.relu_(update.add_(x[..., :k]))
             return outputs
-        outputs = x.clone()
-        outputs[..., :k] += update
+        outputs = selection.add_to_leading_channels(x, update)
         return outputs if activation is None else activation(outputs)
 
     return run

@@ -51,10 +51,10 @@ def depthwise_layout(kernel):
 def packed_experts(experts, columns):
     """`[ceil(O / columns), I, E, columns]` of 1x1 `experts` `[E, 1, 1, I, O]`, output
     channels zero-padded to whole blocks (`native_pointwise`'s layout), kept while the
-    weight is unchanged (a torch parameter; the caller has checked that no gradient is
-    wanted), else made for this call."""
+    weight is unchanged (the caller has checked that no gradient is wanted); None for
+    experts that are not a persistent weight, which packing for one call would not pay."""
     if not _keeps(experts, True):
-        return packed_experts_layout(experts.detach(), columns)
+        return None
     return _kept(
         experts, f"packed_experts_{columns}",
         lambda weight: packed_experts_layout(weight, columns),
