@@ -20,13 +20,18 @@ pytestmark = pytest.mark.skipif(BACKEND != "torch", reason="a torch inference pa
 
 # (batch, H, W, I, O, E). O covers blocks of two vectors, a last block of one vector
 # (vectors of 16, 8 or 4 floats) and a single block; H * W covers whole and partial
-# groups of 8 pixels; I covers one, two and three slices of 128 input channels.
+# groups of 8 pixels; I covers one, two and three slices of 128 input channels. The
+# last case has enough blocks for every example of a batch to be one task's, so
+# experts read in place are packed a slice at a time; (9, ..., 48, ...) splits its
+# few blocks' examples across tasks.
 CASES = [
     (2, 7, 7, 192, 64, 8),
     (3, 5, 3, 40, 48, 4),
     (1, 2, 2, 300, 16, 2),
     (2, 8, 8, 129, 112, 3),
     (4, 1, 1, 16, 32, 1),
+    (9, 3, 3, 40, 48, 4),
+    (6, 3, 3, 40, 512, 3),
 ]
 
 

@@ -175,6 +175,11 @@ class CondDepthwiseConv2D(_SpatialExpertLayer):
             inputs, kernels, **self._conv_arguments()
         )
 
+    def apply_per_example_experts(self, inputs, experts, routing_weights):
+        return dynconv_ops.per_example_depthwise_conv_of_experts(
+            inputs, experts, routing_weights, **self._conv_arguments()
+        )
+
     def apply_mixture(self, inputs, experts, routing_weights):
         return dynconv_ops.mixture_depthwise_conv(
             inputs, experts, routing_weights, **self._conv_arguments()

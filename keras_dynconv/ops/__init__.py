@@ -14,6 +14,7 @@ from keras_dynconv.ops.aggregation import per_example_conv
 from keras_dynconv.ops.aggregation import per_example_conv_of_experts
 from keras_dynconv.ops.aggregation import per_example_dense
 from keras_dynconv.ops.aggregation import per_example_depthwise_conv
+from keras_dynconv.ops.aggregation import per_example_depthwise_conv_of_experts
 from keras_dynconv.ops.convolution import conv
 from keras_dynconv.ops.depthwise import depthwise_conv
 from keras_dynconv.ops.normalization import batch_normalization
@@ -37,6 +38,7 @@ __all__ = [
     "per_example_conv_of_experts",
     "per_example_dense",
     "per_example_depthwise_conv",
+    "per_example_depthwise_conv_of_experts",
     "portable",
     "stable_top_k",
     "take_channels",

@@ -16,6 +16,7 @@ All functions take channels_last tensors and accept a batch size unknown at trac
 import keras
 from keras import ops
 
+from keras_dynconv.ops import native_tensorflow
 from keras_dynconv.ops import taps
 from keras_dynconv.ops.convolution import conv
 from keras_dynconv.ops import tf_depthwise
@@ -168,8 +169,10 @@ def per_example_conv_of_experts(
 
     For inference on torch (CPU), 1x1 kernels are combined and applied a chunk of
     examples at a time, in a buffer that stays in the cache
-    (`keras_dynconv.ops.torch_conv.pointwise_conv_of_experts`); everywhere else the
-    kernels are combined for the whole batch, then `per_example_conv`.
+    (`keras_dynconv.ops.torch_conv.pointwise_conv_of_experts`), and on TensorFlow
+    without XLA on CPUs by a compiled op that never writes them
+    (`keras_dynconv.ops.native_tensorflow`); everywhere else the kernels are combined
+    for the whole batch, then `per_example_conv`.
 
     Example:
     >>> experts, routing = keras.ops.ones((4, 1, 1, 3, 5)), keras.ops.ones((2, 4))
@@ -183,6 +186,10 @@ def per_example_conv_of_experts(
         return torch_conv.pointwise_conv_of_experts(
             _strided_pointwise_input(inputs, strides), experts, routing_weights
         )
+    if tuple(experts.shape[1:3]) == (1, 1):
+        strided = _strided_pointwise_input(inputs, strides)
+        if native_tensorflow.pointwise_applies(strided, experts, routing_weights):
+            return native_tensorflow.pointwise_conv_of_experts(strided, experts, routing_weights)
     return per_example_conv(
         inputs,
         combine_experts(routing_weights, experts),
@@ -212,7 +219,8 @@ def per_example_depthwise_conv(
         batch folded into channels; under XLA a sum over kernel taps (see
         `per_example_conv`), on torch the same convolution on views of the input
         (`keras_dynconv.ops.torch_conv`: two copies instead of five), on TensorFlow
-        without XLA one convolution per example when the batch size is known
+        without XLA on CPUs a compiled op (`keras_dynconv.ops.native_tensorflow`),
+        else one convolution per example when the batch size is known
         (`keras_dynconv.ops.tf_depthwise`).
 
     Example:
@@ -230,6 +238,10 @@ def per_example_depthwise_conv(
         return torch_conv.per_example_depthwise_conv(
             inputs, kernels, strides, padding, dilation_rate
         )
+    if native_tensorflow.depthwise_applies(inputs, kernels, dilation_rate):
+        return native_tensorflow.per_example_depthwise_conv(
+            inputs, kernels, strides, padding, dilation_rate
+        )
     if tf_depthwise.available(inputs):
         return tf_depthwise.per_example_depthwise_conv(
             inputs, kernels, strides, padding, dilation_rate
@@ -244,6 +256,55 @@ def per_example_depthwise_conv(
         ops.depthwise_conv, folded_inputs, folded_kernel, strides, padding, dilation_rate
     )
     return _unfold_batch_from_channels(outputs, channels * multiplier)
+
+
+def per_example_depthwise_conv_of_experts(
+    inputs,
+    experts,
+    routing_weights,
+    strides=1,
+    padding="valid",
+    dilation_rate=1,
+    data_format=None,
+):
+    """`per_example_depthwise_conv` with the kernels `combine_experts(routing_weights,
+    experts)`.
+
+    Args:
+        inputs: `[B, H, W, C]`.
+        experts: `[E, kh, kw, C, depth_multiplier]`.
+        routing_weights: `[B, E]`.
+        strides, padding, dilation_rate, data_format: as in `per_example_depthwise_conv`.
+
+    Returns:
+        `[B, H', W', C * depth_multiplier]`.
+
+    On TensorFlow without XLA on CPUs a compiled op combines and convolves
+    (`keras_dynconv.ops.native_tensorflow`: TensorFlow's matrix product with E rows
+    took longer than the convolution); everywhere else the kernels are combined, then
+    `per_example_depthwise_conv`.
+
+    Example:
+    >>> experts, routing = keras.ops.ones((4, 3, 3, 3, 1)), keras.ops.ones((2, 4))
+    >>> x = keras.ops.ones((2, 8, 8, 3))
+    >>> tuple(per_example_depthwise_conv_of_experts(x, experts, routing, padding="same").shape)
+    (2, 8, 8, 3)
+    """
+    _check_channels_last(data_format)
+    if native_tensorflow.depthwise_of_experts_applies(
+        inputs, experts, routing_weights, dilation_rate
+    ):
+        return native_tensorflow.depthwise_conv_of_experts(
+            inputs, experts, routing_weights, strides, padding, dilation_rate
+        )
+    return per_example_depthwise_conv(
+        inputs,
+        combine_experts(routing_weights, experts),
+        strides=strides,
+        padding=padding,
+        dilation_rate=dilation_rate,
+        data_format=data_format,
+    )
 
 
 def _flatten_inner_axes(inputs):

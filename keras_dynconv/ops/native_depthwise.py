@@ -172,9 +172,7 @@ def kernel_function():
 def library():
     """The loaded library of the native kernels (`SOURCES`), or None where it cannot be
     built or must not run."""
-    if not sys.platform.startswith("linux"):
-        return None
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    compiler = compiler_path()
     if not compiler:
         return None
     runtimes_before = openmp_runtimes(_read_maps())
@@ -218,6 +216,14 @@ def library():
     return library
 
 
+def compiler_path():
+    """The C compiler the kernels are built with (`$CC`, else `cc` or `gcc`), or None
+    where there is none or the system is not Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
 def openmp_runtimes(maps_text):
     """The distinct OpenMP runtime files among the mappings of `/proc/<pid>/maps` text."""
     paths = set()
@@ -256,18 +262,27 @@ def _cpu_features():
 
 
 def _built_library(compiler):
-    """The path of the shared library, compiled first unless the cache holds it."""
+    """The path of the torch kernels' library, compiled first unless the cache holds it."""
+    return built_library(compiler, "native_kernels", SOURCES, FLAGS)
+
+
+def built_library(compiler, stem, sources, flags, link_flags=(), key_parts=()):
+    """The path of a shared library built from `sources` (and `HEADERS`) with `flags`
+    and `link_flags`, compiled first unless the cache holds it: kept as
+    `{stem}-{key}.so`, the key a hash of the sources, the compiler and its version, the
+    flags, `key_parts` and the CPU's features."""
     version = subprocess.run(
         [compiler, "--version"], capture_output=True, text=True, check=True, timeout=60
     ).stdout
-    sources = [source.read_bytes() for source in SOURCES + HEADERS]
+    contents = [source.read_bytes() for source in tuple(sources) + HEADERS]
     key = hashlib.sha256(
         b"\0".join(
-            [*sources, compiler.encode(), version.encode(), " ".join(FLAGS).encode(),
+            [*contents, compiler.encode(), version.encode(),
+             " ".join((*flags, *link_flags)).encode(), *(part.encode() for part in key_parts),
              _cpu_features().encode()]
         )
     ).hexdigest()[:20]
-    path = cache_dir() / f"native_kernels-{key}.so"
+    path = cache_dir() / f"{stem}-{key}.so"
     with _build_lock:
         if path.exists():
             return path
@@ -278,7 +293,7 @@ def _built_library(compiler):
         os.close(descriptor)
         try:
             subprocess.run(
-                [compiler, *FLAGS, "-o", scratch, *map(str, SOURCES)],
+                [compiler, *flags, "-o", scratch, *map(str, sources), *link_flags],
                 capture_output=True, text=True, check=True, timeout=300,
             )
             os.replace(scratch, path)

@@ -19,7 +19,8 @@ at 14x14 the two are within 10% of each other).
 
 Built and loaded with the depthwise kernel (`native_depthwise.library`: the same cache,
 compiler, `KERAS_DYNCONV_NATIVE` switch and OpenMP rule). Equal to the batched product
-(tests/test_native_pointwise.py).
+(tests/test_native_pointwise.py). TensorFlow runs the same kernel as an op
+(`native_tensorflow`), under the same shape rule (`shape_applies`).
 """
 
 from keras_dynconv.ops import native_depthwise
@@ -42,14 +43,25 @@ def applies(inputs, experts, routing_weights):
 
     return (
         all(t.dtype == torch.float32 for t in (inputs, experts, routing_weights))
-        and experts.shape[-1] % CHANNEL_MULTIPLE == 0
-        and inputs.shape[-1] > 0
-        and (
-            inputs.shape[1] * inputs.shape[2] <= MAX_PIXELS
-            or inputs.numel() * inputs.element_size() <= MAX_INPUT_BYTES
-        )
+        and shape_applies(tuple(inputs.shape), experts.shape[-1])
         and native_depthwise.enabled()
         and native_depthwise.library() is not None
+    )
+
+
+def shape_applies(input_shape, out_channels):
+    """Whether the kernel is used for float32 inputs of `input_shape` `[B, H, W, I]` and
+    `out_channels` outputs (on torch and TensorFlow alike): whole vectors of output
+    channels, and at most `MAX_PIXELS` pixels per example or `MAX_INPUT_BYTES` of
+    inputs."""
+    batch, height, width, in_channels = input_shape
+    return (
+        out_channels % CHANNEL_MULTIPLE == 0
+        and in_channels > 0
+        and (
+            height * width <= MAX_PIXELS
+            or batch * height * width * in_channels * 4 <= MAX_INPUT_BYTES
+        )
     )
 
 

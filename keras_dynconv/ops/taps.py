@@ -16,7 +16,7 @@ from keras import ops
 from keras_dynconv.ops import portability
 
 
-def _xla_context():
+def xla_context():
     """True under JAX, and inside a TensorFlow function compiled with XLA."""
     backend = keras.backend.backend()
     if backend == "jax":
@@ -37,7 +37,7 @@ def use_taps(inputs):
     """Whether the per-example paths should use taps: static spatial sizes, and XLA
     or `keras_dynconv.ops.portable()` (exporting)."""
     static = inputs.shape[1] is not None and inputs.shape[2] is not None
-    return static and (portability.active() or _xla_context())
+    return static and (portability.active() or xla_context())
 
 
 def pair(value):

@@ -8,14 +8,18 @@
  * the block of COLS output channels that starts at j0 = jb * COLS, is at
  * experts[jb * block_stride + k * row_stride + e * expert_stride + c]: [E, I, O] experts
  * have strides (COLS, O, I * O); packed ones, [O / COLS, I, E, COLS], (I * E * COLS,
- * E * COLS, COLS), which the combination reads in order (a quarter faster).
+ * E * COLS, COLS), which the combination reads in order (torch keeps a packed copy per
+ * weight value; TensorFlow's op passes them in place and each task packs the slices it
+ * reads more than once).
  *
- * The combined kernels are never written to memory. Each thread takes blocks of COLS
- * output channels; for a block and KC input channels at a time, the experts' slice
- * (KC x COLS x E floats) stays in the cache while every example combines its KC x COLS
- * tile from it (into T, in L1; G examples per read of each expert vector) and multiplies
- * its pixels by the tile, R pixels by COLS channels summed in registers, adding onto the
- * previous input channels' sums.
+ * The combined kernels are never written to memory. A task is a block of COLS output
+ * channels for a chunk of the examples (all of them unless there are few blocks); for
+ * a block and KC input channels at a time, the experts' slice (KC x COLS x E floats)
+ * stays in the cache while every example combines its KC x COLS tile from it (into T,
+ * in L1; G examples per read of each expert vector) and multiplies its pixels by the
+ * tile, R pixels by COLS channels summed in registers, adding onto the previous input
+ * channels' sums. Tasks are handed out dynamically: on TensorFlow other ops' threads
+ * may hold a core for a while.
  */
 #include <stdlib.h>
 #include "vectors.h"
@@ -25,6 +29,7 @@
 #define G 2    /* examples whose tiles are combined from one read of the experts' slice */
 #define KC 128 /* input channels per slice: T is KC x COLS floats (16 KB with AVX-512) */
 #define COLS (NB * VL)
+#define TASKS_PER_THREAD 4
 
 /* `rows` pixels by `nb` vectors of y: `start` (the bias, or zeros) for the first slice,
  * else y itself, plus the pixels' kc input channels times T. */
@@ -76,29 +81,56 @@ int pointwise_of_experts(const float* x, const float* experts, long block_stride
   float* zeros = calloc(COLS, sizeof(float));
   if (!zeros) return -1;
   int failed = 0;
+  /* With few blocks of output channels (80 or 112 at 14x14), blocks alone leave threads
+   * idle: the examples are split into chunks until there are TASKS_PER_THREAD tasks per
+   * thread, each chunk a multiple of G examples. */
+  long groups = (B + G - 1) / G, chunks = 1;
+  while (nblocks * chunks < TASKS_PER_THREAD * threads && chunks < groups) ++chunks;
+  long chunk = (groups + chunks - 1) / chunks * G;
+  chunks = (B + chunk - 1) / chunk;
+  /* Experts read in place are copied a slice at a time into the packed order where a
+   * task reads the slice more than once: in place, its rows lie KC * E pages apart and
+   * the combination misses the TLB (a quarter slower at batch 32). */
+  int pack = !(expert_stride == COLS && row_stride == E * COLS) && chunk > G;
 #pragma omp parallel num_threads(threads)
   {
     float* T = aligned_alloc(64, G * KC * COLS * 4);
-    if (!T) {
+    float* slice = pack ? aligned_alloc(64, KC * E * COLS * 4) : NULL;
+    if (!T || (pack && !slice)) {
 #pragma omp atomic write
       failed = 1;
     }
-#pragma omp for schedule(static)
-    for (long jb = 0; jb < nblocks; ++jb) {
-      if (!T) continue;
+#pragma omp for schedule(dynamic)
+    for (long task = 0; task < nblocks * chunks; ++task) {
+      if (!T || (pack && !slice)) continue;
+      long jb = task / chunks, first = task % chunks * chunk, last = first + chunk;
+      if (last > B) last = B;
       long j0 = jb * COLS;
       int nb = O - j0 >= COLS ? NB : 1;
       for (long k0 = 0; k0 < I; k0 += KC) {
         long kc = I - k0 < KC ? I - k0 : KC;
         const float* start = k0 ? NULL : (bias ? bias + j0 : zeros);
-        for (long b0 = 0; b0 < B; b0 += G) {
-          long g_count = B - b0 < G ? B - b0 : G;
+        const float* source = experts + jb * block_stride + k0 * row_stride;
+        long rows = row_stride, columns = expert_stride;
+        if (pack) {
+          for (long k = 0; k < kc; ++k)
+            for (long e = 0; e < E; ++e) {
+              const float* src = source + k * row_stride + e * expert_stride;
+              float* dst = slice + (k * E + e) * COLS;
+              STORE(dst, LOAD(src));
+              if (nb == NB) STORE(dst + VL, LOAD(src + VL));
+            }
+          source = slice;
+          rows = E * COLS;
+          columns = COLS;
+        }
+        for (long b0 = first; b0 < last; b0 += G) {
+          long g_count = last - b0 < G ? last - b0 : G;
           for (long k = 0; k < kc; ++k) {
             vf t[G][NB];
             for (int g = 0; g < G; ++g) t[g][0] = t[g][1] = (vf){0};
             for (long e = 0; e < E; ++e) {
-              const float* src =
-                  experts + jb * block_stride + (k0 + k) * row_stride + e * expert_stride;
+              const float* src = source + k * rows + e * columns;
               vf w0 = LOAD(src), w1 = nb == NB ? LOAD(src + VL) : (vf){0};
 #pragma GCC unroll 4
               for (int g = 0; g < G; ++g) {
@@ -120,6 +152,7 @@ int pointwise_of_experts(const float* x, const float* experts, long block_stride
       }
     }
     free(T);
+    free(slice);
   }
   free(zeros);
   return failed ? -1 : 0;
