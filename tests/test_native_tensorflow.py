@@ -39,6 +39,8 @@ DEPTHWISE_CASES = [
     (2, 9, 9, 24, 3, 1, "same", 2),
     (1, 4, 4, 16, 5, 2, "same", 1),
 ]
+# Batches this large or larger take the 1x1 op.
+BATCH = native_tensorflow.POINTWISE_MIN_BATCH
 # (batch, H, W, I, O, E), as tests/test_native_pointwise.py's cases.
 POINTWISE_CASES = [
     (2, 7, 7, 192, 64, 8),
@@ -167,9 +169,9 @@ def test_depthwise_gradients_equal_the_tensorflow_path(rng, monkeypatch, native_
 
 def test_pointwise_gradients_equal_the_tensorflow_path(rng, monkeypatch, native_ops):
     tensors = (
-        _random(rng, 3, 5, 3, 40),
+        _random(rng, BATCH, 5, 3, 40),
         _random(rng, 4, 1, 1, 40, 48),
-        rng.uniform(0, 1, (3, 4)).astype("float32"),
+        rng.uniform(0, 1, (BATCH, 4)).astype("float32"),
     )
     native = _gradients(aggregation.per_example_conv_of_experts, tensors, monkeypatch, True)
     generic = _gradients(aggregation.per_example_conv_of_experts, tensors, monkeypatch, False)
@@ -191,15 +193,15 @@ def test_the_ops_are_in_a_traced_model_with_their_static_shapes(native_ops):
 
     model = _cond_block()
     graph = tf.function(lambda t: model(t, training=False)).get_concrete_function(
-        tf.TensorSpec((3, 7, 7, 24))
+        tf.TensorSpec((BATCH, 7, 7, 24))
     ).graph
     found = {}
     for op in graph.get_operations():
         if op.type in OPS:
             found.setdefault(op.type, []).append(tuple(op.outputs[0].shape))
     assert found == {
-        native_tensorflow.POINTWISE_OP: [(3, 7, 7, 48), (3, 4, 4, 32)],
-        native_tensorflow.DEPTHWISE_OF_EXPERTS_OP: [(3, 7, 7, 48)],
+        native_tensorflow.POINTWISE_OP: [(BATCH, 7, 7, 48), (BATCH, 4, 4, 32)],
+        native_tensorflow.DEPTHWISE_OF_EXPERTS_OP: [(BATCH, 7, 7, 48)],
     }
 
 
@@ -214,7 +216,7 @@ def test_the_ops_stay_out_of_xla_exports_and_unknown_batches(native_ops, monkeyp
     def forward(t):
         return model(t, training=False)
 
-    known, unknown = tf.TensorSpec((3, 7, 7, 24)), tf.TensorSpec((None, 7, 7, 24))
+    known, unknown = tf.TensorSpec((BATCH, 7, 7, 24)), tf.TensorSpec((None, 7, 7, 24))
     assert _graph_op_types(forward, known) & set(OPS)
     assert not _graph_op_types(forward, unknown) & set(OPS)
     xla_graph = tf.function(forward, jit_compile=True).get_concrete_function(known).graph
@@ -232,17 +234,17 @@ def test_saved_models_hold_none_of_the_ops(native_ops, tmp_path):
     import tensorflow as tf
 
     model = _cond_block()
-    images = np.random.default_rng(0).standard_normal((3, 7, 7, 24)).astype("float32")
+    images = np.random.default_rng(0).standard_normal((BATCH, 7, 7, 24)).astype("float32")
     module = tf.Module()
     module.model = model
     module.serve = tf.function(
-        lambda t: model(t, training=False), input_signature=[tf.TensorSpec((3, 7, 7, 24))]
+        lambda t: model(t, training=False), input_signature=[tf.TensorSpec((BATCH, 7, 7, 24))]
     )
     module.serve(images)
     tf.saved_model.save(module, str(tmp_path / "saved"))
     model.export(
         str(tmp_path / "exported"), verbose=False,
-        input_signature=[keras.InputSpec(shape=(3, 7, 7, 24), dtype="float32")],
+        input_signature=[keras.InputSpec(shape=(BATCH, 7, 7, 24), dtype="float32")],
     )
     for folder in ("saved", "exported"):
         assert b"KerasDynconv" not in (tmp_path / folder / "saved_model.pb").read_bytes()
@@ -255,8 +257,8 @@ def test_saved_models_hold_none_of_the_ops(native_ops, tmp_path):
 def test_predict_and_a_training_step_equal_the_tensorflow_path(rng, monkeypatch, native_ops):
     """`model.predict` and one `train_on_batch` (SGD) with the ops and without them:
     the same outputs, loss and updated weights."""
-    images = _random(rng, 4, 7, 7, 24)
-    targets = _random(rng, 4, 4, 4, 32)
+    images = _random(rng, BATCH, 7, 7, 24)
+    targets = _random(rng, BATCH, 4, 4, 32)
     initial = _cond_block()
     results = {}
     for native in ("1", "0"):
@@ -264,7 +266,7 @@ def test_predict_and_a_training_step_equal_the_tensorflow_path(rng, monkeypatch,
         model = _cond_block()
         model.set_weights(initial.get_weights())
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-        predicted = model.predict(images, batch_size=4, verbose=0)
+        predicted = model.predict(images, batch_size=BATCH, verbose=0)
         loss = model.train_on_batch(images, targets)
         results[native] = (predicted, loss, model.get_weights())
     (predicted, loss, weights), (expected, expected_loss, expected_weights) = (
@@ -285,8 +287,9 @@ def test_the_ops_apply_only_to_what_they_take(native_ops, monkeypatch):
         return native_tensorflow.pointwise_applies(inputs, experts, tf.zeros((shape[0], 4), dtype))
 
     assert pointwise((32, 7, 7, 1152), 192)
-    assert not pointwise((2, 7, 7, 64), 40)  # not whole vectors of 16 channels
-    assert not pointwise((2, 7, 7, 64), 64, tf.float16)
+    assert not pointwise((BATCH - 1, 7, 7, 64), 64)  # TensorFlow's path is faster
+    assert not pointwise((BATCH, 7, 7, 64), 40)  # not whole vectors of 16 channels
+    assert not pointwise((BATCH, 7, 7, 64), 64, tf.float16)
     assert not pointwise((32, 14, 14, 672), 112)  # many pixels of 17 MB
     depthwise = native_tensorflow.depthwise_applies
     assert depthwise(tf.zeros((2, 7, 7, 8)), tf.zeros((2, 3, 3, 8, 1)))

@@ -46,6 +46,11 @@ from keras_dynconv.ops.taps import output_size_and_padding
 from keras_dynconv.ops.taps import pair
 
 SOURCE = native_depthwise.SOURCES[0].with_name("tensorflow_ops.c")
+# TensorFlow's combination and product of small batches beat the 1x1 op, which reads
+# the experts in place: CondConv-B0 / B0 at batch 1 took 1.32 with the op against 1.19
+# without it, at batch 32 1.12 against 1.16 (depthwise ops on in both; batch 8 was
+# within the noise; `scripts/bench_native_tensorflow_ab.py`).
+POINTWISE_MIN_BATCH = 16
 DEPTHWISE_OP = "KerasDynconvPerExampleDepthwise"
 DEPTHWISE_OF_EXPERTS_OP = "KerasDynconvDepthwiseOfExperts"
 POINTWISE_OP = "KerasDynconvPointwiseOfExperts"
@@ -90,12 +95,14 @@ def depthwise_applies(inputs, kernels, dilation_rate=1):
 
 def pointwise_applies(inputs, experts, routing_weights):
     """Whether `pointwise_conv_of_experts` takes these tensors: `available`, float32
-    experts and routing, and the shapes the kernel is used for
-    (`native_pointwise.shape_applies`)."""
+    experts and routing, at least `POINTWISE_MIN_BATCH` examples, and the shapes the
+    kernel is used for (`native_pointwise.shape_applies`)."""
     import tensorflow as tf
 
     return (
-        experts.dtype == tf.float32
+        inputs.shape[0] is not None
+        and inputs.shape[0] >= POINTWISE_MIN_BATCH
+        and experts.dtype == tf.float32
         and routing_weights.dtype == tf.float32
         and None not in tuple(experts.shape)
         and tuple(experts.shape[1:3]) == (1, 1)
