@@ -82,6 +82,8 @@ def depthwise_applies(inputs, kernels, dilation_rate=1):
     kernels of a known size, a depth multiplier of 1 and no dilation (TensorFlow's
     depthwise input gradient takes no dilation: the ops' gradient could not be
     TensorFlow's own)."""
+    if keras.backend.backend() != "tensorflow":
+        return False
     import tensorflow as tf
 
     return (
@@ -97,6 +99,8 @@ def pointwise_applies(inputs, experts, routing_weights):
     """Whether `pointwise_conv_of_experts` takes these tensors: `available`, float32
     experts and routing, at least `POINTWISE_MIN_BATCH` examples, and the shapes the
     kernel is used for (`native_pointwise.shape_applies`)."""
+    if keras.backend.backend() != "tensorflow":
+        return False
     import tensorflow as tf
 
     return (
@@ -114,6 +118,8 @@ def pointwise_applies(inputs, experts, routing_weights):
 def depthwise_of_experts_applies(inputs, experts, routing_weights, dilation_rate=1):
     """Whether `depthwise_conv_of_experts` takes these tensors: as
     `depthwise_applies`, with float32 routing."""
+    if keras.backend.backend() != "tensorflow":
+        return False
     import tensorflow as tf
 
     return routing_weights.dtype == tf.float32 and depthwise_applies(
