@@ -140,26 +140,44 @@ def _convolve(inputs, kernels, kernel_stride, bias, strides, padding, dilation_r
     inputs = inputs.contiguous()
     batch, height, width, channels = inputs.shape
     kernel_h, kernel_w = kernels.shape[1:3]
-    (stride_h, stride_w), (dilation_h, dilation_w) = pair(strides), pair(dilation_rate)
-    padding = padding.lower()
-    if padding not in ("same", "valid"):
-        raise ValueError(f"padding must be 'same' or 'valid'. Received padding={padding!r}")
-    out_h, (pad_top, _) = output_size_and_padding(height, kernel_h, stride_h, dilation_h, padding)
-    out_w, (pad_left, _) = output_size_and_padding(width, kernel_w, stride_w, dilation_w, padding)
+    g = geometry((height, width), (kernel_h, kernel_w), strides, padding, dilation_rate)
     outputs = torch.empty(
-        (batch, max(out_h, 0), max(out_w, 0), channels), dtype=inputs.dtype, device=inputs.device
+        (batch, g["out_h"], g["out_w"], channels), dtype=inputs.dtype, device=inputs.device
     )
     if outputs.numel() == 0:
         return outputs
     failed = kernel_function()(
         inputs.data_ptr(), kernels.data_ptr(), kernel_stride,
         None if bias is None else bias.data_ptr(), outputs.data_ptr(),
-        batch, height, width, channels, kernel_h, kernel_w, stride_h, stride_w,
-        pad_top, pad_left, dilation_h, dilation_w, out_h, out_w, torch.get_num_threads(),
+        batch, height, width, channels, kernel_h, kernel_w, g["stride_h"], g["stride_w"],
+        g["pad_top"], g["pad_left"], g["dilation_h"], g["dilation_w"], g["out_h"], g["out_w"],
+        torch.get_num_threads(),
     )
     if failed:
         raise MemoryError("the native depthwise convolution could not allocate its tables")
     return outputs
+
+
+def geometry(input_size, kernel_size, strides, padding, dilation_rate):
+    """What the depthwise kernel takes besides tensors, for a convolution of an input of
+    `input_size` `(H, W)` with a kernel of `kernel_size` `(kh, kw)`: `stride_h`,
+    `stride_w`, `dilation_h`, `dilation_w`, the padding before the first row and column
+    (`pad_top`, `pad_left`: TensorFlow's "same" or "valid" amounts) and the output's
+    size (`out_h`, `out_w`, at least 0)."""
+    padding = padding.lower()
+    if padding not in ("same", "valid"):
+        raise ValueError(f"padding must be 'same' or 'valid'. Received padding={padding!r}")
+    (stride_h, stride_w), (dilation_h, dilation_w) = pair(strides), pair(dilation_rate)
+    out_h, (pad_top, _) = output_size_and_padding(
+        input_size[0], kernel_size[0], stride_h, dilation_h, padding
+    )
+    out_w, (pad_left, _) = output_size_and_padding(
+        input_size[1], kernel_size[1], stride_w, dilation_w, padding
+    )
+    return dict(
+        stride_h=stride_h, stride_w=stride_w, dilation_h=dilation_h, dilation_w=dilation_w,
+        pad_top=pad_top, pad_left=pad_left, out_h=max(out_h, 0), out_w=max(out_w, 0),
+    )
 
 
 def kernel_function():

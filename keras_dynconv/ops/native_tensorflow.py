@@ -42,7 +42,6 @@ from keras_dynconv.ops import native_pointwise
 from keras_dynconv.ops import portability
 from keras_dynconv.ops import taps
 from keras_dynconv.ops import tf_depthwise
-from keras_dynconv.ops.taps import output_size_and_padding
 from keras_dynconv.ops.taps import pair
 
 SOURCE = native_depthwise.SOURCES[0].with_name("tensorflow_ops.c")
@@ -150,20 +149,12 @@ def _depthwise_arguments(inputs, kernels, strides, padding, dilation_rate):
     """The depthwise ops' `output_size` input and attributes."""
     import tensorflow as tf
 
-    height, width = inputs.shape[1:3]
-    kernel_h, kernel_w = kernels.shape[1:3]
-    (stride_h, stride_w), (dilation_h, dilation_w) = pair(strides), pair(dilation_rate)
-    padding = padding.lower()
-    if padding not in ("same", "valid"):
-        raise ValueError(f"padding must be 'same' or 'valid'. Received padding={padding!r}")
-    out_h, (pad_top, _) = output_size_and_padding(height, kernel_h, stride_h, dilation_h, padding)
-    out_w, (pad_left, _) = output_size_and_padding(width, kernel_w, stride_w, dilation_w, padding)
-    # Empty: its shape gives the op's shape function the output's size.
-    output_size = tf.zeros((0, max(out_h, 0), max(out_w, 0)))
-    attributes = dict(
-        stride_h=stride_h, stride_w=stride_w, dilation_h=dilation_h, dilation_w=dilation_w,
-        pad_top=pad_top, pad_left=pad_left, threads=threads(), padding=padding.upper(),
+    attributes = native_depthwise.geometry(
+        tuple(inputs.shape[1:3]), tuple(kernels.shape[1:3]), strides, padding, dilation_rate
     )
+    # Empty: its shape gives the op's shape function the output's size.
+    output_size = tf.zeros((0, attributes.pop("out_h"), attributes.pop("out_w")))
+    attributes.update(threads=threads(), padding=padding.upper())
     return output_size, attributes
 
 
