@@ -78,7 +78,8 @@ def main():
                 forward(images).numpy()
         tf.profiler.experimental.stop()
         by_type, by_layer = op_times(trace_dir, args.rounds)
-    print(f"batch {args.batch}, {args.rounds} rounds, native ops {'on' if args.native == '1' else 'off'}; ms per call")
+    native = "on" if args.native == "1" else "off"
+    print(f"batch {args.batch}, {args.rounds} rounds, native ops {native}; ms per call")
     for model, times in by_type.items():
         print(f"{model}: {sum(times.values()):.1f} ms in ops")
         for op_type, milliseconds in times.most_common(args.top):
@@ -88,7 +89,8 @@ def main():
     layers = set(by_layer[static]) | set(by_layer[dynamic])
     differences = {name: by_layer[dynamic][name] - by_layer[static][name] for name in layers}
     for name in sorted(layers, key=lambda n: -abs(differences[n]))[: 2 * args.top]:
-        print(f"  {name:24s} {by_layer[static][name]:12.2f} {by_layer[dynamic][name]:12.2f}  {differences[name]:+8.2f}")
+        times = f"{by_layer[static][name]:12.2f} {by_layer[dynamic][name]:12.2f}"
+        print(f"  {name:24s} {times}  {differences[name]:+8.2f}")
 
 
 if __name__ == "__main__":

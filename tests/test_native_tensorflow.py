@@ -81,7 +81,9 @@ def _depthwise_loop(inputs, kernels, stride, padding, dilation):
 
 
 def _pointwise_loop(inputs, experts, routing):
-    kernels = np.einsum("be,eio->bio", routing.astype("float64"), experts[:, 0, 0].astype("float64"))
+    kernels = np.einsum(
+        "be,eio->bio", routing.astype("float64"), experts[:, 0, 0].astype("float64")
+    )
     return np.einsum("bhwi,bio->bhwo", inputs.astype("float64"), kernels)
 
 

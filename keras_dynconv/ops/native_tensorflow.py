@@ -2,14 +2,16 @@
 
 Without XLA (what Keras' `predict` and `fit` run on a CPU unless the model is compiled
 with `jit_compile=True`), CondConv-EfficientNet-B0 took 1.18x EfficientNet-B0's time at
-batch 32, against the 1.10 the paper's multiply-adds promise. Layer by layer
-(`scripts/profile_tf_layers.py`) the excess was the per-example depthwise convolutions
-(one TensorFlow convolution per example: 48.5 ms against the static layers' 14.6 ms)
-and the 1x1 convolutions of combined experts (the combined kernels written and read
-back). The torch backend's compiled kernels (`native_depthwise`, `native_pointwise`)
-do both without that cost, so `native/tensorflow_ops.c` registers them as two
-TensorFlow CPU ops through TensorFlow's C API for kernels (no C++ build against
-TensorFlow's headers).
+batch 32, against the 1.10 the paper's multiply-adds promise. Inside the traced model
+(`scripts/profile_tf_graph_ops.py`) the excess was the per-example depthwise
+convolutions (one TensorFlow convolution per example, their kernels combined by a
+matrix product with E rows that took longer than the convolution) and the 1x1
+convolutions of combined experts (the combined kernels written and read back). The
+torch backend's compiled kernels (`native_depthwise`, `native_pointwise`) do both
+without that cost, so `native/tensorflow_ops.c` registers them as three TensorFlow CPU
+ops (a depthwise convolution of given kernels, one of experts and a 1x1 convolution of
+experts) through TensorFlow's C API for kernels (no C++ build against TensorFlow's
+headers). At batch 32 the ratio is now 1.10 (zoo/benchmarks/README.md).
 
 Built on first use like the torch kernels (`native_depthwise.built_library`: the same
 compiler rule, cache and `KERAS_DYNCONV_NATIVE` switch), with TensorFlow's headers and
@@ -19,15 +21,15 @@ intra-op threads. TensorFlow computes with no OpenMP runtime, so unlike on torch
 other OpenMP pool competes with them (one may be loaded and idle: Keras imports
 scikit-learn where it is installed, which maps its own).
 
-Used (`available`) on TensorFlow for float32 on a machine without GPUs, outside XLA
-(`jit_compile=True` compiles the taps path) and outside `keras_dynconv.ops.portable()`
-and `tf.saved_model.save`, when the batch size and the spatial size are known as the
-graph is traced. The last two keep the ops out of exported graphs, which other
-programs (TensorFlow Serving, converters) could not run: `model.export` traces with an
-unknown batch size, and `keras_dynconv.export.export_model` inside `portable()`.
-Gradients are registered for both ops as TensorFlow's own operations, the same ones
-the other paths' gradients run, so training and `tf.GradientTape` work through them.
-Equal to the other paths (tests/test_native_tensorflow.py).
+Used (`available`) on TensorFlow for float32 on a machine without GPUs, when the batch
+size and the spatial size are known as the graph is traced, outside XLA
+(`jit_compile=True` compiles the taps path), `keras_dynconv.ops.portable()` and
+`tf.saved_model.save` (which `model.export` runs too): exported graphs hold none of the
+ops, which other programs (TensorFlow Serving, converters) could not run. The 1x1 op
+from `POINTWISE_MIN_BATCH` examples, the depthwise ops without dilation. Gradients are
+registered for the three ops as TensorFlow's own operations, the same ones the other
+paths' gradients run, so training and `tf.GradientTape` work through them. Equal to the
+other paths (tests/test_native_tensorflow.py).
 """
 
 import functools
@@ -242,9 +244,9 @@ def _depthwise_of_experts_gradient(op, output_gradient):
 
 def _depthwise_gradients(op, inputs, kernels, output_gradient):
     """The gradients of an undilated per-example depthwise convolution with respect to
-    its inputs and its kernels `[B, kh, kw, C, 1]` (`depthwise_applies`): per example, TensorFlow's input gradient, and
-    its kernel gradient or the correlation where that is faster (`tf_depthwise`), as
-    the path without the ops computes them."""
+    its inputs and its kernels `[B, kh, kw, C, 1]` (`depthwise_applies`): per example,
+    TensorFlow's input gradient, and its kernel gradient or the correlation where that
+    is faster (`tf_depthwise`), as the path without the ops computes them."""
     import tensorflow as tf
 
     strides = (op.get_attr("stride_h"), op.get_attr("stride_w"))
@@ -258,7 +260,9 @@ def _depthwise_gradients(op, inputs, kernels, output_gradient):
             tf.nn.depthwise_conv2d_backprop_input(
                 example_shape, kernel, gradient, tf_strides, padding
             )
-            for kernel, gradient in zip(tf.unstack(kernels, batch), tf.split(output_gradient, batch))
+            for kernel, gradient in zip(
+                tf.unstack(kernels, batch), tf.split(output_gradient, batch)
+            )
         ],
         axis=0,
     )
