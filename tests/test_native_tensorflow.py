@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 
+import test_native_pointwise
 from conftest import ATOL, BACKEND, RTOL, compiler_here
 from keras_dynconv import layers
 from keras_dynconv.ops import aggregation
@@ -41,14 +42,8 @@ DEPTHWISE_CASES = [
 ]
 # Batches this large or larger take the 1x1 op.
 BATCH = native_tensorflow.POINTWISE_MIN_BATCH
-# (batch, H, W, I, O, E), as tests/test_native_pointwise.py's cases.
-POINTWISE_CASES = [
-    (2, 7, 7, 192, 64, 8),
-    (3, 5, 3, 40, 48, 4),
-    (2, 8, 8, 129, 112, 3),
-    (9, 3, 3, 40, 48, 4),
-    (6, 3, 3, 40, 512, 3),
-]
+# (batch, H, W, I, O, E): the torch kernel's cases (tests/test_native_pointwise.py).
+POINTWISE_CASES = test_native_pointwise.CASES
 
 
 @pytest.fixture

@@ -186,7 +186,7 @@ def per_example_conv_of_experts(
         return torch_conv.pointwise_conv_of_experts(
             _strided_pointwise_input(inputs, strides), experts, routing_weights
         )
-    if tuple(experts.shape[1:3]) == (1, 1):
+    if tuple(experts.shape[1:3]) == (1, 1) and native_tensorflow.available(inputs):
         strided = _strided_pointwise_input(inputs, strides)
         if native_tensorflow.pointwise_applies(strided, experts, routing_weights):
             return native_tensorflow.pointwise_conv_of_experts(strided, experts, routing_weights)

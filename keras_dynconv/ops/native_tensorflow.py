@@ -100,18 +100,13 @@ def pointwise_applies(inputs, experts, routing_weights):
     """Whether `pointwise_conv_of_experts` takes these tensors: `available`, float32
     experts and routing, at least `POINTWISE_MIN_BATCH` examples, and the shapes the
     kernel is used for (`native_pointwise.shape_applies`)."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
     return (
-        inputs.shape[0] is not None
+        available(inputs)
         and inputs.shape[0] >= POINTWISE_MIN_BATCH
-        and experts.dtype == tf.float32
-        and routing_weights.dtype == tf.float32
+        and experts.dtype == inputs.dtype
+        and routing_weights.dtype == inputs.dtype
         and None not in tuple(experts.shape)
         and tuple(experts.shape[1:3]) == (1, 1)
-        and available(inputs)
         and native_pointwise.shape_applies(tuple(inputs.shape), experts.shape[-1])
     )
 
@@ -119,12 +114,9 @@ def pointwise_applies(inputs, experts, routing_weights):
 def depthwise_of_experts_applies(inputs, experts, routing_weights, dilation_rate=1):
     """Whether `depthwise_conv_of_experts` takes these tensors: as
     `depthwise_applies`, with float32 routing."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    return routing_weights.dtype == tf.float32 and depthwise_applies(
-        inputs, experts, dilation_rate
+    return (
+        depthwise_applies(inputs, experts, dilation_rate)
+        and routing_weights.dtype == experts.dtype
     )
 
 
