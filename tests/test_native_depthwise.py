@@ -26,6 +26,8 @@ pytestmark = [
 # (batch, H, W, C, kernel, strides, padding, dilation). The channel counts cover the
 # blocks of two vectors, one vector and single channels left over (vectors hold 4, 8 or
 # 16 floats); the widths cover rows narrower than, equal to and past a 7-pixel block.
+# Kernels 3 or 5 wide with a column stride of 1 or 2 and no column dilation run in
+# sliding blocks, the others in the general block.
 CASES = [
     (2, 14, 14, 64, (5, 5), 1, "same", 1),
     (3, 9, 8, 37, (3, 3), 2, "same", 1),
@@ -36,6 +38,9 @@ CASES = [
     (4, 6, 6, 33, (1, 1), 1, "same", 1),
     (1, 4, 4, 16, (5, 5), 1, "same", 1),
     (2, 8, 9, 24, (2, 4), (2, 3), "same", 1),
+    (2, 11, 17, 40, (3, 5), (2, 1), "same", (2, 1)),
+    (3, 9, 16, 21, (5, 3), (1, 2), "valid", 1),
+    (2, 5, 30, 48, (3, 3), 2, "same", 1),
 ]
 
 
@@ -195,7 +200,7 @@ def test_narrower_vectors_give_the_same_results(rng, fresh_build, monkeypatch, c
     flags = tuple(f"-march={march}" if flag == "-march=native" else flag for flag in native_depthwise.FLAGS)
     monkeypatch.setattr(native_depthwise, "FLAGS", flags)
     assert native_depthwise.kernel_function() is not None
-    for batch, h, w, channels, ksize, strides, padding, dilation in (CASES[1], CASES[3], CASES[5]):
+    for batch, h, w, channels, ksize, strides, padding, dilation in (CASES[1], CASES[3], CASES[5], CASES[-3]):
         inputs = _random(rng, batch, h, w, channels)
         kernels = _random(rng, batch, *ksize, channels, 1)
         expected = np.stack(
@@ -230,11 +235,13 @@ def test_a_failed_build_warns_and_falls_back(rng, fresh_build, monkeypatch, tmp_
 
 STATIC_CASES = [
     # (batch, H, W, C, kernel, strides, padding, use_bias): at most STATIC_MAX_BATCH
-    # examples, or uneven "same" padding (an even side, stride 2) at any batch.
+    # examples, or kernels in sliding blocks, or uneven "same" padding (an even side,
+    # stride 2) at any batch.
     (1, 9, 9, 40, 3, 1, "same", False),
     (2, 8, 8, 37, 5, 2, "same", True),
     (4, 7, 6, 16, 3, 1, "valid", True),
     (6, 10, 10, 24, 3, 2, "same", False),
+    (6, 9, 11, 24, 5, 1, "same", True),
 ]
 
 
@@ -283,19 +290,26 @@ def test_static_kernel_not_where_the_bias_wants_a_gradient(rng, monkeypatch, nat
 
 
 def test_static_kernel_only_where_it_is_faster(rng, native_kernel):
-    """`static_applies`: small batches, or uneven padding; float32, multiplier 1."""
+    """`static_applies`: small batches, kernels that run in sliding blocks, or uneven
+    padding; float32, multiplier 1."""
     limit = native_depthwise.STATIC_MAX_BATCH
 
-    def applies(batch, side=8, strides=1, padding="same", multiplier=1, dtype="float32"):
+    def applies(batch, side=8, size=(3, 3), strides=1, padding="same", dilation=1,
+                multiplier=1, dtype="float32"):
         x = _torch(_random(rng, batch, side, side, 16).astype(dtype))
-        kernel = _torch(_random(rng, 3, 3, 16, multiplier).astype(dtype))
-        return native_depthwise.static_applies(x, kernel, strides, padding, 1)
+        kernel = _torch(_random(rng, *size, 16, multiplier).astype(dtype))
+        return native_depthwise.static_applies(x, kernel, strides, padding, dilation)
 
     assert applies(1) and applies(limit)
-    assert not applies(limit + 1)
-    assert applies(limit + 1, strides=2)  # 8 -> 4 with a 3x3 kernel: pads 0 before, 1 after
-    assert not applies(limit + 1, side=9, strides=2)  # pads 1 and 1: torch's own padding
-    assert not applies(limit + 1, strides=2, padding="valid")
+    # Sliding blocks: 3 or 5 wide, column stride 1 or 2, no column dilation.
+    assert applies(limit + 1) and applies(limit + 1, size=(1, 5), strides=(3, 2), dilation=(2, 1))
+    assert not applies(limit + 1, size=(7, 7))
+    assert not applies(limit + 1, dilation=(1, 2))
+    assert not applies(limit + 1, side=9, strides=3)
+    # The general block, where torch could only pad by copying the input.
+    assert applies(limit + 1, size=(7, 7), strides=2)  # 8 -> 4: pads 2 before, 3 after
+    assert not applies(limit + 1, size=(7, 7), side=9, strides=2)  # pads 3 and 3
+    assert not applies(limit + 1, size=(7, 7), strides=2, padding="valid")
     assert not applies(1, multiplier=2)
     assert not applies(1, dtype="float64")
 

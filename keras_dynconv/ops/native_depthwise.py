@@ -8,14 +8,15 @@ and the fold copies the activations twice). Those 8 layers were most of
 CondConv-EfficientNet-B0's excess over EfficientNet-B0 on eager torch (1.16 at batch 32
 against the 1.10 the paper's multiply-adds promise; with a depthwise convolution as fast
 as the static layer's, 1.08). `native/per_example_depthwise.c` is that convolution:
-plain C with vector types and OpenMP, 0.9-1.25x oneDNN's static layer on the zoo's
+plain C with vector types and OpenMP, 0.9-1.15x oneDNN's static layer on the zoo's
 shapes at batch 32 (`scripts/bench_native_depthwise.py`).
 
 The same kernel with one shared kernel serves static depthwise layers where it beats
 oneDNN (`static_applies`): up to `STATIC_MAX_BATCH` examples, where oneDNN's fixed cost
-per call is most of the time (0.25-0.55x at batch 1), and uneven "same" padding (a
-stride of 2 on an even side), which torch can only apply by copying the padded input
-(0.16-0.5x at any batch).
+per call is most of the time (0.3-0.6x at batch 1); kernels 3 or 5 wide with a column
+stride of 1 or 2, which it runs in sliding blocks (0.7-1.1x at batch 32 where the
+padding is even); and uneven "same" padding (a stride of 2 on an even side), which
+torch can only apply by copying the padded input (0.2-0.5x at any batch).
 
 The library it is built into also holds the 1x1 convolution of combined experts
 (`keras_dynconv.ops.native_pointwise`); what follows holds for both kernels.
@@ -96,8 +97,9 @@ def static_applies(inputs, kernel, strides, padding, dilation_rate, bias=None):
     """Whether a static depthwise convolution (`kernel` `[kh, kw, C, M]`) of these torch
     tensors is faster here than oneDNN's (the caller has checked
     `torch_conv.inference_available`): at most `STATIC_MAX_BATCH` examples, where
-    oneDNN's fixed cost per call dominates, or a padding torch cannot express (uneven
-    "same" padding, which torch's path copies the input to apply:
+    oneDNN's fixed cost per call dominates; a kernel the C code runs in sliding blocks
+    (3 or 5 wide, column stride 1 or 2, no column dilation); or a padding torch cannot
+    express (uneven "same" padding, which torch's path copies the input to apply:
     `torch_conv.padding_plan`)."""
     if not (
         applies(inputs, kernel[None])
@@ -105,6 +107,8 @@ def static_applies(inputs, kernel, strides, padding, dilation_rate, bias=None):
     ):
         return False
     if inputs.shape[0] <= STATIC_MAX_BATCH:
+        return True
+    if library().depthwise_slides(kernel.shape[1], pair(strides)[1], pair(dilation_rate)[1]):
         return True
     # torch_conv imports this module: imported here, when both are loaded.
     from keras_dynconv.ops import torch_conv
@@ -231,6 +235,8 @@ def library():
         + [ctypes.c_long] * 5 + [ctypes.c_int]
     )
     library.pointwise_block_columns.restype = ctypes.c_int
+    library.depthwise_slides.restype = ctypes.c_int
+    library.depthwise_slides.argtypes = [ctypes.c_long] * 3
     return library
 
 
