@@ -445,7 +445,7 @@ def test_zoo_model_graph_plan_passes_nested_arguments_and_several_outputs(monkey
     model, functional = ZooModel(inputs, outputs), keras.Model(inputs, outputs)
     walks = []
     run = graph_plan.run
-    monkeypatch.setattr(graph_plan, "run", lambda *args: walks.append(1) or run(*args))
+    monkeypatch.setattr(graph_plan, "run", lambda *args, **kwargs: walks.append(1) or run(*args, **kwargs))
     got = model(_images(), training=False)
     expected = functional(_images(), training=False)
     assert walks and set(got) == {"sum", "negated"}

@@ -155,7 +155,7 @@ def test_cond_conv_layer_equals_the_batched_product(rng, monkeypatch, native_ker
     kernel = native_pointwise.pointwise_conv_of_experts
     monkeypatch.setattr(
         native_pointwise, "pointwise_conv_of_experts",
-        lambda *args: calls.append(1) or kernel(*args),
+        lambda *args, **kwargs: calls.append(1) or kernel(*args, **kwargs),
     )
     monkeypatch.setenv("KERAS_DYNCONV_NATIVE", native)
     layer = layers.CondConv2D(48, 1, num_experts=4, strategy="per_example", use_bias=False)
@@ -200,7 +200,7 @@ def test_torch_path_reaches_the_kernel(rng, monkeypatch, native_kernel):
     kernel = native_pointwise.pointwise_conv_of_experts
     monkeypatch.setattr(
         native_pointwise, "pointwise_conv_of_experts",
-        lambda *args: calls.append(1) or kernel(*args),
+        lambda *args, **kwargs: calls.append(1) or kernel(*args, **kwargs),
     )
     tensors = [keras.ops.convert_to_tensor(t) for t in _case_tensors(rng, CASES[0])]
     torch_conv.pointwise_conv_of_experts(*tensors)

@@ -242,19 +242,24 @@ def test_no_prepared_function_for_a_subclass_with_its_own_call(rng):
 def test_zoo_model_runs_its_static_layers_prepared(monkeypatch, rng):
     """Every static convolution and normalisation of a zoo model, and every MoD block
     (whose inner layers are folded into its own kept function), runs through its kept
-    function under the direct calls."""
+    function under the direct calls: a convolution and the normalisation folded into
+    it through their pair's (`folded_normalization`)."""
     import torch
 
     from keras_dynconv import zoo
+    from keras_dynconv.layers.folded_normalization import NormalizedConvolution
 
     model = zoo.get_model("resnet75_mod", weights=None, input_shape=(64, 64, 3), classes=10)
     used = []
     call = prepared_calls.call
 
-    def spy(layer, inputs):
-        outputs = call(layer, inputs)
+    def spy(layer, inputs, *arguments):
+        outputs = call(layer, inputs, *arguments)
         if outputs is not None:
-            used.append(layer)
+            if isinstance(layer, NormalizedConvolution):
+                used.extend([layer.convolution, layer.normalization])
+            else:
+                used.append(layer)
         return outputs
 
     monkeypatch.setattr(prepared_calls, "call", spy)

@@ -83,6 +83,40 @@ def inference_call(operation, training=None):
     return call
 
 
+def folded_call(pair, args, kwargs):
+    """A `folded_normalization.NormalizedConvolution`'s output for these call arguments
+    of its convolution (where `applies`), computed by its prepared function: where both
+    layers are plain float32 layers outside autocast scopes and the arguments are the
+    input and, for a CondConv layer, routing weights; None otherwise (each layer is then
+    called as usual)."""
+    convolution, normalization = pair.convolution, pair.normalization
+    if len(args) != 1 or any(
+        key not in ("training", "routing_weights") or (key == "training" and value)
+        for key, value in kwargs.items()
+    ):
+        return None
+    routing_weights = kwargs.get("routing_weights")
+    if pair.experts:
+        if routing_weights is None:
+            if convolution.routing_fn is None:
+                return None
+            routing_weights = inference_call(convolution.routing_fn)(args[0])
+    elif routing_weights is not None:
+        return None
+    tensors = _tensor_arguments(args, {"routing_weights": routing_weights})
+    if (
+        tensors is None
+        or get_autocast_scope() is not None
+        or convolution.dtype_policy.name != "float32"
+        or normalization.dtype_policy.name != "float32"
+        # A CondConv layer's routing sublayer, if any, was called just above.
+        or not _plain(convolution, tensors, container=pair.experts)
+        or not _plain(normalization, tensors[:1])
+    ):
+        return None
+    return prepared_calls.call(pair, args[0], routing_weights)
+
+
 def run(block, inputs, training=None):
     """`block(inputs, training=training)` for a `keras.Sequential` `block`: for inference
     (where `applies`) its layers one after the other through `inference_call`."""

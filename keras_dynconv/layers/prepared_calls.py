@@ -29,11 +29,12 @@ except ImportError:
 _PREPARED = weakref.WeakKeyDictionary()
 
 
-def call(layer, inputs):
-    """`layer.call(inputs)` for inference (`training` falsy, no mask) through the
-    layer's kept function, or None where the layer has none or it does not apply (a
-    gradient wanted, a stateless scope, variables that are not torch tensors, a layer
-    configuration its `prepared_inference` does not take)."""
+def call(layer, inputs, *arguments):
+    """`layer.call(inputs, *arguments)` for inference (`training` falsy, no mask)
+    through the layer's kept function, or None where the layer has none or it does not
+    apply (a gradient wanted, a stateless scope, variables that are not torch tensors, a
+    layer configuration its `prepared_inference` does not take). The function is made
+    for `inputs` (`arguments`, if any, are passed through: routing weights)."""
     if not KERAS_INTERNALS_FOUND or not _prepares(type(layer)):
         return None
     import torch
@@ -44,7 +45,9 @@ def call(layer, inputs):
     if not all(isinstance(tensor, torch.Tensor) for tensor in tensors):
         return None
     if torch.is_grad_enabled() and (
-        inputs.requires_grad or any(tensor.requires_grad for tensor in tensors)
+        inputs.requires_grad
+        or any(tensor.requires_grad for tensor in tensors)
+        or any(getattr(argument, "requires_grad", False) for argument in arguments)
     ):
         return None
     scope = get_autocast_scope()
@@ -57,7 +60,7 @@ def call(layer, inputs):
         kept = (key, layer.prepared_inference(inputs), tensors)
         _PREPARED[layer] = kept
     function = kept[1]
-    return None if function is None else function(inputs)
+    return None if function is None else function(inputs, *arguments)
 
 
 @functools.cache

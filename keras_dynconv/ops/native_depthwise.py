@@ -119,12 +119,15 @@ def static_applies(inputs, kernel, strides, padding, dilation_rate, bias=None):
     return input_pad is not None
 
 
-def per_example_depthwise_conv(inputs, kernels, strides, padding, dilation_rate):
+def per_example_depthwise_conv(inputs, kernels, strides, padding, dilation_rate, bias=None):
     """`[B, H', W', C]`: example b of `inputs` `[B, H, W, C]` convolved with `kernels[b]`
-    (`kernels` `[B, kh, kw, C, 1]`), as `torch_conv.per_example_depthwise_conv`."""
+    (`kernels` `[B, kh, kw, C, 1]`), plus `bias` `[C]` when given, as
+    `torch_conv.per_example_depthwise_conv`."""
     kernels = kernels.contiguous()
+    if bias is not None:
+        bias = bias.detach().contiguous()
     return _convolve(
-        inputs, kernels, kernels[0].numel(), None, strides, padding, dilation_rate
+        inputs, kernels, kernels[0].numel(), bias, strides, padding, dilation_rate
     )
 
 

@@ -247,10 +247,10 @@ def _folded_depthwise_conv(inputs, weight, strides, padding, dilation_rate):
     return outputs.permute(0, 2, 3, 1).reshape(out_h, out_w, batch, -1)
 
 
-def pointwise_conv_of_experts(inputs, experts, routing_weights):
+def pointwise_conv_of_experts(inputs, experts, routing_weights, bias=None):
     """`[B, H, W, O]`: the 1x1 convolution of each example `inputs[b]` `[H, W, I]` with
     its kernel `sum_e routing_weights[b, e] * experts[e]` (`experts` `[E, 1, 1, I, O]`),
-    for inference.
+    plus `bias` `[O]` when given (in the same pass), for inference.
 
     Where `native_pointwise.applies`, the compiled kernel, which never writes the
     combined kernels to memory (28 MB per layer of CondConv-EfficientNet-B0's 7x7 stage
@@ -263,7 +263,9 @@ def pointwise_conv_of_experts(inputs, experts, routing_weights):
         torch_tensor(tensor) for tensor in (inputs, experts, routing_weights)
     )
     if native_pointwise.applies(inputs, experts, routing_weights):
-        return native_pointwise.pointwise_conv_of_experts(inputs, experts, routing_weights)
+        return native_pointwise.pointwise_conv_of_experts(
+            inputs, experts, routing_weights, bias=bias
+        )
     batch, height, width, in_channels = inputs.shape
     num_experts, out_channels = experts.shape[0], experts.shape[-1]
     flat_experts = experts.reshape(num_experts, in_channels * out_channels)
@@ -280,11 +282,17 @@ def pointwise_conv_of_experts(inputs, experts, routing_weights):
         stop = min(start + chunk, batch)
         size = stop - start
         torch.mm(routing_weights[start:stop], flat_experts, out=kernels[:size])
-        torch.bmm(
-            pixels[start:stop],
-            kernels[:size].view(size, in_channels, out_channels),
-            out=outputs[start:stop],
-        )
+        if bias is None:
+            torch.bmm(
+                pixels[start:stop],
+                kernels[:size].view(size, in_channels, out_channels),
+                out=outputs[start:stop],
+            )
+        else:
+            torch.baddbmm(
+                bias, pixels[start:stop], kernels[:size].view(size, in_channels, out_channels),
+                out=outputs[start:stop],
+            )
     return outputs.view(batch, height, width, out_channels)
 
 

@@ -8,11 +8,17 @@ CPU. `run` walks the same nodes in the same order with the same calls, from a pl
 node arguments and output positions made at the first call. `ZooModel` uses it for its
 direct calls (`python scripts/bench_graph_plan.py`; equal to `_run_through_graph`:
 tests/test_direct_calls.py).
+
+The plan also pairs each convolution whose only consumer is a batch normalisation that
+can be folded into it (`keras_dynconv.layers.folded_normalization`); given `fold`, `run`
+offers each pair to it and skips the normalisation where it computed both.
 """
 
 import weakref
 
 import keras
+
+from keras_dynconv.layers import folded_normalization
 
 try:  # where Keras keeps a traced tensor's class; not exported
     from keras.src.backend.common.keras_tensor import KerasTensor
@@ -21,22 +27,29 @@ try:  # where Keras keeps a traced tensor's class; not exported
 except ImportError:
     KERAS_INTERNALS_FOUND = False
 
-# model -> its plan: [(node, operation, ids of the node's inputs, arguments, ids of its
-# outputs)], arguments None where they are nested (then `node.arguments.fill_in`).
+# model -> (its plan: [(node, operation, ids of the node's inputs, arguments, ids of
+# its outputs)], arguments None where they are nested (then `node.arguments.fill_in`);
+# its folds: {index of a convolution's entry: (NormalizedConvolution, index of the
+# normalisation's entry)}).
 _PLANS = weakref.WeakKeyDictionary()
 
 
-def run(model, inputs, operation_fn):
+def run(model, inputs, operation_fn, fold=None):
     """`model._run_through_graph(inputs, operation_fn=operation_fn)`: `model`'s outputs
     for its standardised `inputs`, each node's operation called as
-    `operation_fn(operation)(*args, **kwargs)`."""
-    plan = _PLANS.get(model)
-    if plan is None:
-        plan = _PLANS[model] = _plan(model)
+    `operation_fn(operation)(*args, **kwargs)`. With `fold`, each convolution that has a
+    foldable normalisation after it is first offered as `fold(pair, args, kwargs)`
+    (`pair` a `folded_normalization.NormalizedConvolution`), which returns the
+    normalisation's output, or None to have both run as usual."""
+    planned = _PLANS.get(model)
+    if planned is None:
+        planned = _PLANS[model] = _plan(model)
+    plan, folds = planned
     tensors = {id(x): y for x, y in zip(model.inputs, keras.tree.flatten(inputs))}
-    for node, operation, input_ids, arguments, output_ids in plan:
-        if any(input_id not in tensors for input_id in input_ids):
-            continue  # not computable from these inputs: skipped, as Keras does
+    folded = set()
+    for index, (node, operation, input_ids, arguments, output_ids) in enumerate(plan):
+        if index in folded or any(input_id not in tensors for input_id in input_ids):
+            continue  # computed with its convolution; or, as Keras does, not computable
         if arguments is None:
             args, kwargs = node.arguments.fill_in(tensors)
         else:
@@ -46,6 +59,13 @@ def run(model, inputs, operation_fn):
                 key: tensors[value] if is_tensor else value
                 for key, (is_tensor, value) in keywords.items()
             }
+        if fold is not None and index in folds:
+            pair, normalization_index = folds[index]
+            outputs = fold(pair, args, kwargs)
+            if outputs is not None:
+                tensors[plan[normalization_index][4][0]] = outputs
+                folded.add(normalization_index)
+                continue
         outputs = operation_fn(operation)(*args, **kwargs)
         if len(output_ids) == 1 and not isinstance(outputs, (list, tuple, dict)):
             tensors[output_ids[0]] = outputs
@@ -69,7 +89,37 @@ def _plan(model):
                 _flat_arguments(node.arguments.args, node.arguments.kwargs),
                 [id(x) for x in node.outputs],
             ))
-    return plan
+    return plan, _folds(model, plan)
+
+
+def _folds(model, plan):
+    """The plan's foldable pairs: a convolution's entry whose one output is read by
+    one entry only, a foldable normalisation, and is not a model output."""
+    readers = {}
+    for index, (_, _, input_ids, _, _) in enumerate(plan):
+        for input_id in set(input_ids):
+            readers.setdefault(input_id, []).append(index)
+    model_outputs = {id(x) for x in model.outputs}
+    folds = {}
+    for index, (_, operation, _, _, output_ids) in enumerate(plan):
+        if len(output_ids) != 1 or output_ids[0] in model_outputs:
+            continue
+        reading = readers.get(output_ids[0], [])
+        if len(reading) != 1:
+            continue
+        normalization_index = reading[0]
+        _, normalization, input_ids, arguments, outputs = plan[normalization_index]
+        if (
+            len(input_ids) == 1
+            and len(outputs) == 1
+            and arguments is not None
+            and all(value == (False, None) for value in arguments[1].values())  # mask=None
+            and isinstance(operation, keras.layers.Layer)
+            and folded_normalization.foldable(operation, normalization)
+        ):
+            pair = folded_normalization.NormalizedConvolution(operation, normalization)
+            folds[index] = (pair, normalization_index)
+    return folds
 
 
 def _flat_arguments(args, kwargs):

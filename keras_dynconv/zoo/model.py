@@ -25,7 +25,9 @@ class ZooModel(keras.Model):
     or compiling), each plain layer's `call` runs directly instead of through
     `Layer.__call__`, which costs 0.1-0.2 ms per layer on this project's 2-core CPU;
     training steps and every other backend go through Keras as before. The direct calls
-    walk the graph from a plan made at the first call (`keras_dynconv.zoo.graph_plan`).
+    walk the graph from a plan made at the first call (`keras_dynconv.zoo.graph_plan`),
+    and run each convolution with the batch normalisation after it folded in
+    (`keras_dynconv.layers.folded_normalization`).
     EfficientNet-B0 at batch 1: 141 -> 75 ms (`python scripts/bench_direct_calls.py`).
 
     Example:
@@ -51,7 +53,9 @@ class ZooModel(keras.Model):
                 return direct_calls.inference_call(operation, training)
 
             if graph_plan.KERAS_INTERNALS_FOUND:
-                return unpack_singleton(graph_plan.run(self, inputs, operation_fn))
+                return unpack_singleton(
+                    graph_plan.run(self, inputs, operation_fn, fold=direct_calls.folded_call)
+                )
         else:
             def operation_fn(operation):
                 return functional_operation_fn(operation, training=training)

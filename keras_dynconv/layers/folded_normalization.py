@@ -1,0 +1,118 @@
+"""A convolution layer and the batch normalisation after it, run as one for inference on
+torch.
+
+`keras_dynconv.zoo.graph_plan` finds, in a zoo model's graph, each convolution whose only
+consumer is a `BatchNormalization` (`foldable`), and calls the pair as one
+`NormalizedConvolution` where `direct_calls.folded_call` allows: eager torch inference,
+float32 layers without autocast. Its prepared function folds the normalisation into the
+convolution's weights (`keras_dynconv.ops.torch_folded`), kept by
+`keras_dynconv.layers.prepared_calls` while both layers' weights are unchanged, so the
+normalised activations are written once instead of twice. Convolutions it takes: the
+zoo's `Conv2D` and `DepthwiseConv2D` (their own convolution, channels last, no
+activation), and `CondConv2D` with 1x1 kernels and `CondDepthwiseConv2D` (per-example,
+no bias, no activation). Equal to the two layers' calls up to float rounding
+(tests/test_folded_normalization.py).
+"""
+
+import keras
+
+from keras_dynconv.layers.cond_conv import CondConv2D
+from keras_dynconv.layers.cond_conv import CondDepthwiseConv2D
+from keras_dynconv.layers.conv2d import Conv2D
+from keras_dynconv.layers.conv2d import _own_convolution_op
+from keras_dynconv.layers.conv2d import convolution_variables
+from keras_dynconv.layers.depthwise_conv import DepthwiseConv2D
+from keras_dynconv.layers.normalization import BatchNormalization
+from keras_dynconv.ops import torch_folded
+
+_EXPERT_LAYERS = (CondConv2D, CondDepthwiseConv2D)
+
+
+def foldable(convolution, normalization):
+    """Whether `normalization` can be folded into `convolution` (both layers, built):
+    see the module docstring; a normalisation along the channels of 4D inputs."""
+    if type(normalization) is not BatchNormalization or normalization.axis not in (-1, 3):
+        return False
+    if not (convolution.built and normalization.built):
+        return False
+    linear = convolution.activation in (None, keras.activations.linear)
+    if type(convolution) in (Conv2D, DepthwiseConv2D):
+        return (
+            linear
+            and convolution.data_format == "channels_last"
+            and (type(convolution) is DepthwiseConv2D or _own_convolution_op(convolution))
+        )
+    if type(convolution) in _EXPERT_LAYERS:
+        pointwise = type(convolution) is CondConv2D and (
+            convolution.kernel_size == (1, 1) and convolution.strides == (1, 1)
+        )
+        return (
+            linear
+            and not convolution.use_bias
+            and convolution.strategy in ("auto", "per_example")
+            and (pointwise or type(convolution) is CondDepthwiseConv2D)
+        )
+    return False
+
+
+class NormalizedConvolution:
+    """`convolution` followed by `normalization` for inference, with a prepared
+    function that folds the normalisation in (`keras_dynconv.layers.prepared_calls`).
+
+    `call(inputs, routing_weights)` is the two layers' own calls, one after the other;
+    the prepared function takes the same arguments (the routing weights of a CondConv
+    layer, else None)."""
+
+    def __init__(self, convolution, normalization):
+        self.convolution = convolution
+        self.normalization = normalization
+
+    @property
+    def experts(self):
+        """Whether the convolution is a CondConv layer (it takes routing weights)."""
+        return type(self.convolution) in _EXPERT_LAYERS
+
+    def call(self, inputs, routing_weights=None):
+        if self.experts:
+            outputs = self.convolution.call(inputs, routing_weights=routing_weights)
+        else:
+            outputs = self.convolution.call(inputs)
+        return self.normalization.call(outputs, training=False)
+
+    def prepared_variables(self):
+        """The variables `prepared_inference` reads."""
+        convolution = self.convolution
+        variables = [convolution.kernel] if self.experts else convolution_variables(convolution)
+        return variables + self.normalization.prepared_variables()
+
+    def prepared_inference(self, inputs):
+        """The pair's inference on float32 inputs like `inputs`, as a function
+        `(x, routing_weights)`; None where it does not fold (`torch_folded` says)."""
+        import torch
+
+        convolution, normalization = self.convolution, self.normalization
+        if inputs.dtype != torch.float32 or any(
+            variable.dtype != "float32" for variable in self.prepared_variables()
+        ):
+            return None
+        scale, shift = torch_folded.scale_and_shift(
+            normalization.moving_mean, normalization.moving_variance,
+            normalization.beta if normalization.center else None,
+            normalization.gamma if normalization.scale else None,
+            normalization.epsilon,
+        )
+        if type(convolution) is CondConv2D:
+            return torch_folded.prepared_folded_pointwise_experts(
+                inputs, convolution.kernel, scale, shift
+            )
+        if type(convolution) is CondDepthwiseConv2D:
+            return torch_folded.prepared_folded_depthwise_experts(
+                inputs, convolution.kernel, convolution.strides, convolution.padding,
+                convolution.dilation_rate, scale, shift,
+            )
+        run = torch_folded.prepared_folded_conv(
+            inputs, convolution.kernel, convolution.bias if convolution.use_bias else None,
+            convolution.strides, convolution.padding, convolution.dilation_rate, scale, shift,
+            depthwise=type(convolution) is DepthwiseConv2D,
+        )
+        return lambda x, routing_weights=None: run(x)
