@@ -15,6 +15,7 @@ import keras
 from keras_dynconv.layers import conv2d
 from keras_dynconv.layers import normalization
 from keras_dynconv.ops import torch_conv
+from keras_dynconv.ops import torch_folded
 from keras_dynconv.ops.torch_prepared import prepared_conv
 
 _CONV_CALLS = (conv2d.Conv2D.call, keras.layers.Conv2D.call)
@@ -121,16 +122,5 @@ def _folded(conv, normalization_layer):
     bias = torch_conv.torch_tensor(conv.bias).detach() if conv.use_bias else None
     if normalization_layer is None:
         return kernel, bias
-    layer = normalization_layer
-
-    def value(variable):
-        return torch_conv.torch_tensor(variable).detach().double()
-
-    gain = (value(layer.moving_variance) + layer.epsilon).rsqrt()
-    if layer.scale:
-        gain = gain * value(layer.gamma)
-    shift = -value(layer.moving_mean) if bias is None else bias.double() - value(layer.moving_mean)
-    shift = shift * gain
-    if layer.center:
-        shift = shift + value(layer.beta)
-    return (kernel.double() * gain).to(kernel.dtype), shift.to(kernel.dtype)
+    gain, shift = torch_folded.layer_gain_and_shift(normalization_layer)
+    return torch_folded.folded_kernel_and_bias(kernel, bias, gain, shift)

@@ -95,24 +95,19 @@ class NormalizedConvolution:
             variable.dtype != "float32" for variable in self.prepared_variables()
         ):
             return None
-        scale, shift = torch_folded.scale_and_shift(
-            normalization.moving_mean, normalization.moving_variance,
-            normalization.beta if normalization.center else None,
-            normalization.gamma if normalization.scale else None,
-            normalization.epsilon,
-        )
+        gain, shift = torch_folded.layer_gain_and_shift(normalization)
         if type(convolution) is CondConv2D:
             return torch_folded.prepared_folded_pointwise_experts(
-                inputs, convolution.kernel, scale, shift
+                inputs, convolution.kernel, gain, shift
             )
         if type(convolution) is CondDepthwiseConv2D:
             return torch_folded.prepared_folded_depthwise_experts(
                 inputs, convolution.kernel, convolution.strides, convolution.padding,
-                convolution.dilation_rate, scale, shift,
+                convolution.dilation_rate, gain, shift,
             )
         run = torch_folded.prepared_folded_conv(
             inputs, convolution.kernel, convolution.bias if convolution.use_bias else None,
-            convolution.strides, convolution.padding, convolution.dilation_rate, scale, shift,
+            convolution.strides, convolution.padding, convolution.dilation_rate, gain, shift,
             depthwise=type(convolution) is DepthwiseConv2D,
         )
         return lambda x, routing_weights=None: run(x)
