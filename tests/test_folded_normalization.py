@@ -31,15 +31,24 @@ def _randomize_statistics(model, rng):
                 layer.beta.assign(rng.normal(0, 0.3, channels).astype("float32"))
 
 
+class _Offered(list):
+    """`(convolution class name, folded)` per pair offered; `activations`: each pair's
+    activation layer or None."""
+
+
 def _folds(monkeypatch):
     """Records, per pair offered, the convolution's class and whether it was folded."""
-    offered = []
+    offered = _Offered()
     fold = direct_calls.folded_call
 
     def spy(pair, args, kwargs):
         outputs = fold(pair, args, kwargs)
         offered.append((type(pair.convolution).__name__, outputs is not None))
+        activations.append(pair.activation)
         return outputs
+
+    activations = []
+    offered.activations = activations
 
     monkeypatch.setattr(direct_calls, "folded_call", spy)
     return offered
@@ -59,8 +68,10 @@ def _assert_close(got, expected):
     np.testing.assert_allclose(got, expected, atol=1e-5 * scale, rtol=1e-5)
 
 
-def _pair_model(convolution, input_shape, normalization=None, routing=None, extra_reader=False):
-    """`ZooModel` of `convolution` -> `normalization` -> ReLU (and the functional twin)."""
+def _pair_model(convolution, input_shape, normalization=None, routing=None, extra_reader=False,
+                activation=None):
+    """`ZooModel` of `convolution` -> `normalization` -> `activation` (a ReLU layer by
+    default) -> a 1x1 convolution (and the functional twin)."""
     from keras_dynconv.zoo import ZooModel
 
     inputs = keras.Input(input_shape)
@@ -69,9 +80,10 @@ def _pair_model(convolution, input_shape, normalization=None, routing=None, extr
     else:
         x = convolution(inputs)
     y = (normalization or layers.BatchNormalization())(x)
-    outputs = keras.layers.ReLU()(y)
+    outputs = (activation or keras.layers.ReLU())(y)
     if extra_reader:
         outputs = keras.layers.Add()([outputs, x])
+    outputs = layers.Conv2D(4, 1)(outputs)
     return ZooModel(inputs, outputs), keras.Model(inputs, outputs)
 
 
@@ -106,6 +118,42 @@ def test_folded_pair_equals_the_functional_model(monkeypatch, rng, cpu_only, cas
     normalization = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)][0]
     normalization.moving_mean.assign(normalization.moving_mean + 1.0)
     _assert_close(_infer(model, images), to_numpy(functional(images, training=False)))
+
+
+@pytest.mark.parametrize("activation, in_place", [
+    (keras.layers.Activation("swish"), True),
+    (keras.layers.Activation("relu6"), True),
+    (keras.layers.ReLU(), True),
+    (keras.layers.ReLU(max_value=2.0), False),
+    (keras.layers.Activation("tanh"), False),
+])
+def test_activation_after_the_normalisation_runs_in_place(monkeypatch, rng, cpu_only, activation,
+                                                         in_place):
+    """ReLU, ReLU6 and swish layers join the pair; other activations run as layers."""
+    model, functional = _pair_model(layers.Conv2D(8, 3, padding="same"), (6, 6, 8),
+                                    activation=activation)
+    _randomize_statistics(model, rng)
+    images = rng.standard_normal((2, 6, 6, 8)).astype("float32")
+    offered = _folds(monkeypatch)
+    _assert_close(_infer(model, images), to_numpy(functional(images, training=False)))
+    assert offered == [("Conv2D", True)]
+    assert offered.activations == [activation if in_place else None]
+
+
+def test_activation_read_twice_is_not_taken(monkeypatch, rng, cpu_only):
+    """A normalisation whose output another layer also reads keeps its activation
+    layer (which must not overwrite it)."""
+    from keras_dynconv.zoo import ZooModel
+
+    inputs = keras.Input((6, 6, 8))
+    normalized = layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(inputs))
+    outputs = keras.layers.Add()([keras.layers.ReLU()(normalized), normalized])
+    model, functional = ZooModel(inputs, outputs), keras.Model(inputs, outputs)
+    _randomize_statistics(model, rng)
+    images = rng.standard_normal((2, 6, 6, 8)).astype("float32")
+    offered = _folds(monkeypatch)
+    _assert_close(_infer(model, images), to_numpy(functional(images, training=False)))
+    assert offered == [("Conv2D", True)] and offered.activations == [None]
 
 
 def test_not_folded_where_it_would_not_be_exact(monkeypatch, rng, cpu_only):
@@ -167,6 +215,9 @@ def test_zoo_model_folds_every_normalisation_after_a_convolution(monkeypatch, rn
     assert {kind for kind, _ in offered} == {
         "Conv2D", "DepthwiseConv2D", "CondConv2D", "CondDepthwiseConv2D"
     }
+    # The stem's, the head's and every expansion's and depthwise layer's swish: all but
+    # the 16 projections.
+    assert sum(activation is not None for activation in offered.activations) == 33
 
 
 def test_foldable_rules():

@@ -85,11 +85,11 @@ def inference_call(operation, training=None):
 
 def folded_call(pair, args, kwargs):
     """A `folded_normalization.NormalizedConvolution`'s output for these call arguments
-    of its convolution (where `applies`), computed by its prepared function: where both
+    of its convolution (where `applies`), computed by its prepared function: where its
     layers are plain float32 layers outside autocast scopes and the arguments are the
     input and, for a CondConv layer, routing weights; None otherwise (each layer is then
     called as usual)."""
-    convolution, normalization = pair.convolution, pair.normalization
+    convolution = pair.convolution
     if len(args) != 1 or any(
         key not in ("training", "routing_weights") or (key == "training" and value)
         for key, value in kwargs.items()
@@ -107,11 +107,10 @@ def folded_call(pair, args, kwargs):
     if (
         tensors is None
         or get_autocast_scope() is not None
-        or convolution.dtype_policy.name != "float32"
-        or normalization.dtype_policy.name != "float32"
+        or any(layer.dtype_policy.name != "float32" for layer in pair.layers)
         # A CondConv layer's routing sublayer, if any, was called just above.
         or not _plain(convolution, tensors, container=pair.experts)
-        or not _plain(normalization, tensors[:1])
+        or not all(_plain(layer, tensors[:1]) for layer in pair.layers[1:])
     ):
         return None
     return prepared_calls.call(pair, args[0], routing_weights)

@@ -10,8 +10,9 @@ direct calls (`python scripts/bench_graph_plan.py`; equal to `_run_through_graph
 tests/test_direct_calls.py).
 
 The plan also pairs each convolution whose only consumer is a batch normalisation that
-can be folded into it (`keras_dynconv.layers.folded_normalization`); given `fold`, `run`
-offers each pair to it and skips the normalisation where it computed both.
+can be folded into it (`keras_dynconv.layers.folded_normalization`), with the activation
+layer after the normalisation where it is that output's only reader and can run in
+place; given `fold`, `run` offers each pair to it and skips the layers it computed.
 """
 
 import weakref
@@ -29,8 +30,8 @@ except ImportError:
 
 # model -> (its plan: [(node, operation, ids of the node's inputs, arguments, ids of
 # its outputs)], arguments None where they are nested (then `node.arguments.fill_in`);
-# its folds: {index of a convolution's entry: (NormalizedConvolution, index of the
-# normalisation's entry)}).
+# its folds: {index of a convolution's entry: (NormalizedConvolution, indices of the
+# entries it also computes, the last of which gives its output)}).
 _PLANS = weakref.WeakKeyDictionary()
 
 
@@ -60,11 +61,11 @@ def run(model, inputs, operation_fn, fold=None):
                 for key, (is_tensor, value) in keywords.items()
             }
         if fold is not None and index in folds:
-            pair, normalization_index = folds[index]
+            pair, computed = folds[index]
             outputs = fold(pair, args, kwargs)
             if outputs is not None:
-                tensors[plan[normalization_index][4][0]] = outputs
-                folded.add(normalization_index)
+                tensors[plan[computed[-1]][4][0]] = outputs
+                folded.update(computed)
                 continue
         outputs = operation_fn(operation)(*args, **kwargs)
         if len(output_ids) == 1 and not isinstance(outputs, (list, tuple, dict)):
@@ -93,32 +94,52 @@ def _plan(model):
 
 
 def _folds(model, plan):
-    """The plan's foldable pairs: a convolution's entry whose one output is read by
-    one entry only, a foldable normalisation, and is not a model output."""
+    """The plan's foldable pairs: a convolution's entry whose one output is read only
+    by a foldable normalisation and is not a model output; with the normalisation's
+    only reader, where it is an activation that can run in place."""
     readers = {}
     for index, (_, _, input_ids, _, _) in enumerate(plan):
         for input_id in set(input_ids):
             readers.setdefault(input_id, []).append(index)
     model_outputs = {id(x) for x in model.outputs}
-    folds = {}
-    for index, (_, operation, _, _, output_ids) in enumerate(plan):
+
+    def only_reader(index):
+        """The index of the one entry that reads entry `index`'s one output, taking it
+        as its only argument (mask=None aside); None otherwise."""
+        output_ids = plan[index][4]
         if len(output_ids) != 1 or output_ids[0] in model_outputs:
-            continue
+            return None
         reading = readers.get(output_ids[0], [])
         if len(reading) != 1:
-            continue
-        normalization_index = reading[0]
-        _, normalization, input_ids, arguments, outputs = plan[normalization_index]
-        if (
+            return None
+        _, _, input_ids, arguments, outputs = plan[reading[0]]
+        simple = (
             len(input_ids) == 1
             and len(outputs) == 1
             and arguments is not None
+            and len(arguments[0]) == 1
             and all(value == (False, None) for value in arguments[1].values())  # mask=None
-            and isinstance(operation, keras.layers.Layer)
-            and folded_normalization.foldable(operation, normalization)
+        )
+        return reading[0] if simple else None
+
+    folds = {}
+    for index, (_, operation, _, _, _) in enumerate(plan):
+        normalization_index = only_reader(index)
+        if normalization_index is None or not isinstance(operation, keras.layers.Layer):
+            continue
+        normalization = plan[normalization_index][1]
+        if not folded_normalization.foldable(operation, normalization):
+            continue
+        computed = [normalization_index]
+        activation_index = only_reader(normalization_index)
+        activation = None
+        if activation_index is not None and folded_normalization.inplace_activation(
+            plan[activation_index][1]
         ):
-            pair = folded_normalization.NormalizedConvolution(operation, normalization)
-            folds[index] = (pair, normalization_index)
+            activation = plan[activation_index][1]
+            computed.append(activation_index)
+        pair = folded_normalization.NormalizedConvolution(operation, normalization, activation)
+        folds[index] = (pair, computed)
     return folds
 
 
