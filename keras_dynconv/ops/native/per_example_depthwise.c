@@ -24,25 +24,39 @@
 #define PB 7 /* output pixels per block: a 7x7 row in one block */
 #define NV 2 /* vectors of VL channels per block */
 #define TASKS_PER_THREAD 8
-/* Vectors per sliding block: its PB x n sums, KW x n weights and n input vectors must fit
- * the registers (32 with AVX-512, 16 otherwise). */
+/* Vectors per sliding block (at most NV): its PB x n sums, KW x n weights and n input
+ * vectors must fit the registers (32 with AVX-512, 16 otherwise). */
 #define SLIDING_NV (VL == 16 ? 2 : 1)
 
 struct shape {
   long H, W, C, kh, kw, sh, sw, ph, pw, dh, OH, OW, padded_OW;
 };
 
+/* A block's sums before the first tap: the bias, or zeros. */
+static inline __attribute__((always_inline)) void start_sums(vf sums[PB][NV], const float* bias,
+                                                              long c0, const int vectors) {
+#pragma GCC unroll 16
+  for (int p = 0; p < PB; ++p)
+#pragma GCC unroll 4
+    for (int v = 0; v < vectors; ++v) sums[p][v] = bias ? LOAD(bias + c0 + v * VL) : (vf){0};
+}
+
+/* A block's sums into the output row, the pixels past its end left out. */
+static inline __attribute__((always_inline)) void store_sums(
+    const struct shape* s, vf sums[PB][NV], float* yrow, long ow0, long c0, const int vectors) {
+#pragma GCC unroll 16
+  for (int p = 0; p < PB; ++p)
+    if (ow0 + p < s->OW)
+#pragma GCC unroll 4
+      for (int v = 0; v < vectors; ++v) STORE(yrow + (ow0 + p) * s->C + c0 + v * VL, sums[p][v]);
+}
+
 /* Output pixels [ow0, ow0 + PB) of one row, channels [c0, c0 + vectors * VL). */
 static inline __attribute__((always_inline)) void block(
     const struct shape* s, const float* xb, const float* wb, const float* bias, float* yrow,
     const long* column, const float* zeros, long oh, long ow0, long c0, const int vectors) {
-  vf start[NV], sums[PB][NV];
-#pragma GCC unroll 4
-  for (int v = 0; v < vectors; ++v) start[v] = bias ? LOAD(bias + c0 + v * VL) : (vf){0};
-#pragma GCC unroll 16
-  for (int p = 0; p < PB; ++p)
-#pragma GCC unroll 4
-    for (int v = 0; v < vectors; ++v) sums[p][v] = start[v];
+  vf sums[PB][NV];
+  start_sums(sums, bias, c0, vectors);
   for (long i = 0; i < s->kh; ++i) {
     long ih = oh * s->sh - s->ph + i * s->dh;
     if (ih < 0 || ih >= s->H) continue;
@@ -61,11 +75,7 @@ static inline __attribute__((always_inline)) void block(
       }
     }
   }
-#pragma GCC unroll 16
-  for (int p = 0; p < PB; ++p)
-    if (ow0 + p < s->OW)
-#pragma GCC unroll 4
-      for (int v = 0; v < vectors; ++v) STORE(yrow + (ow0 + p) * s->C + c0 + v * VL, sums[p][v]);
+  store_sums(s, sums, yrow, ow0, c0, vectors);
 }
 
 /* The same block where the kernel's width KW and the column stride S are compile-time
@@ -78,11 +88,8 @@ static inline __attribute__((always_inline)) void sliding_block(
     const struct shape* s, const float* xb, const float* wb, const float* bias, float* yrow,
     const float* zeros, long oh, long ow0, long c0, const int vectors, const int KW,
     const int S) {
-  vf sums[PB][SLIDING_NV];
-#pragma GCC unroll 16
-  for (int p = 0; p < PB; ++p)
-#pragma GCC unroll 4
-    for (int v = 0; v < vectors; ++v) sums[p][v] = bias ? LOAD(bias + c0 + v * VL) : (vf){0};
+  vf sums[PB][NV];
+  start_sums(sums, bias, c0, vectors);
   long iw0 = ow0 * S - s->pw;
   for (long i = 0; i < s->kh; ++i) {
     long ih = oh * s->sh - s->ph + i * s->dh;
@@ -110,11 +117,7 @@ static inline __attribute__((always_inline)) void sliding_block(
       }
     }
   }
-#pragma GCC unroll 16
-  for (int p = 0; p < PB; ++p)
-    if (ow0 + p < s->OW)
-#pragma GCC unroll 4
-      for (int v = 0; v < vectors; ++v) STORE(yrow + (ow0 + p) * s->C + c0 + v * VL, sums[p][v]);
+  store_sums(s, sums, yrow, ow0, c0, vectors);
 }
 
 /* One output row's sliding blocks, every channel a whole vector covers; returns where
