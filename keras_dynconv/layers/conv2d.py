@@ -26,7 +26,7 @@ class Conv2D(keras.layers.Conv2D):
     """
 
     def call(self, inputs):
-        if _own_convolution_op(self):
+        if own_convolution_op(self):
             return call_with_bias(self, conv, inputs)
         # A subclass's `convolution_op` (weight standardisation, say): Keras' `call` runs it.
         return super().call(inputs)
@@ -37,7 +37,7 @@ class Conv2D(keras.layers.Conv2D):
 
     def prepared_inference(self, inputs):
         """`call` for inference on inputs like `inputs`, prepared once (torch)."""
-        if not _own_convolution_op(self):
+        if not own_convolution_op(self):
             return None
         return prepared_convolution(self, inputs, depthwise=False)
 
@@ -69,7 +69,9 @@ def call_with_bias(layer, convolution, inputs):
     return outputs
 
 
-def _own_convolution_op(layer):
+def own_convolution_op(layer):
+    """Whether `layer` (a `Conv2D`) convolves with this class's `convolution_op`, not a
+    subclass's own."""
     return type(layer).convolution_op is Conv2D.convolution_op
 
 

@@ -96,23 +96,22 @@ def folded_call(pair, args, kwargs):
     ):
         return None
     routing_weights = kwargs.get("routing_weights")
-    if pair.experts:
-        if routing_weights is None:
-            if convolution.routing_fn is None:
-                return None
-            routing_weights = inference_call(convolution.routing_fn)(args[0])
-    elif routing_weights is not None:
+    if (routing_weights is not None and not pair.experts) or (
+        pair.experts and routing_weights is None and convolution.routing_fn is None
+    ):
         return None
     tensors = _tensor_arguments(args, {"routing_weights": routing_weights})
     if (
         tensors is None
         or get_autocast_scope() is not None
         or any(layer.dtype_policy.name != "float32" for layer in pair.layers)
-        # A CondConv layer's routing sublayer, if any, was called just above.
+        # A CondConv layer's own routing sublayer is called below, as its `call` would.
         or not _plain(convolution, tensors, container=pair.experts)
         or not all(_plain(layer, tensors[:1]) for layer in pair.layers[1:])
     ):
         return None
+    if pair.experts and routing_weights is None:
+        routing_weights = inference_call(convolution.routing_fn)(args[0])
     return prepared_calls.call(pair, args[0], routing_weights)
 
 

@@ -23,7 +23,7 @@ import keras
 from keras_dynconv.layers.cond_conv import CondConv2D
 from keras_dynconv.layers.cond_conv import CondDepthwiseConv2D
 from keras_dynconv.layers.conv2d import Conv2D
-from keras_dynconv.layers.conv2d import _own_convolution_op
+from keras_dynconv.layers.conv2d import own_convolution_op
 from keras_dynconv.layers.conv2d import convolution_variables
 from keras_dynconv.layers.depthwise_conv import DepthwiseConv2D
 from keras_dynconv.layers.normalization import BatchNormalization
@@ -44,7 +44,7 @@ def foldable(convolution, normalization):
         return (
             linear
             and convolution.data_format == "channels_last"
-            and (type(convolution) is DepthwiseConv2D or _own_convolution_op(convolution))
+            and (type(convolution) is DepthwiseConv2D or own_convolution_op(convolution))
         )
     if type(convolution) in _EXPERT_LAYERS:
         pointwise = type(convolution) is CondConv2D and (

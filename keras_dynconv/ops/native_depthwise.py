@@ -8,7 +8,7 @@ and the fold copies the activations twice). Those 8 layers were most of
 CondConv-EfficientNet-B0's excess over EfficientNet-B0 on eager torch (1.16 at batch 32
 against the 1.10 the paper's multiply-adds promise; with a depthwise convolution as fast
 as the static layer's, 1.08). `native/per_example_depthwise.c` is that convolution:
-plain C with vector types and OpenMP, 0.9-1.15x oneDNN's static layer on the zoo's
+plain C with vector types and OpenMP, 0.9-1.16x oneDNN's static layer on the zoo's
 shapes at batch 32 (`scripts/bench_native_depthwise.py`).
 
 The same kernel with one shared kernel serves static depthwise layers where it beats
