@@ -122,6 +122,15 @@ def test_empty_output_and_bad_padding(rng, native_kernel):
         native_depthwise.per_example_depthwise_conv(inputs, kernels, 1, "full", 1)
 
 
+def test_the_c_function_returns_at_once_without_outputs(native_kernel):
+    """No examples, rows, columns or channels: nothing read or written (TensorFlow's op
+    calls the C function without the torch wrapper's check for an empty output)."""
+    kernel = native_depthwise.kernel_function()
+    for batch, out_h, out_w, channels in ((0, 4, 4, 8), (2, 0, 4, 8), (2, 4, 0, 8), (2, 4, 4, 0)):
+        assert kernel(None, None, 0, None, None, batch, 4, 4, channels, 3, 3, 1, 1, 1, 1, 1, 1,
+                      out_h, out_w, 2) == 0
+
+
 def test_native_path_only_for_float32_inference_with_multiplier_one(rng, monkeypatch, native_kernel):
     """Gradients, other dtypes, depth multipliers and `KERAS_DYNCONV_NATIVE=0` take the
     folded path."""

@@ -193,6 +193,7 @@ int per_example_depthwise(
     const float* x, const float* w, long kernel_stride, const float* bias, float* y, long B,
     long H, long W, long C, long kh, long kw, long sh, long sw, long ph, long pw, long dh,
     long dw, long OH, long OW, int threads) {
+  if (B <= 0 || OH <= 0 || OW <= 0 || C <= 0) return 0; /* no output */
   struct shape s = {H, W, C, kh, kw, sh, sw, ph, pw, dh, OH, OW, (OW + PB - 1) / PB * PB};
   sliding_row_fn sliding = sliding_row_for(kw, sw, dw);
   /* column[j * padded_OW + ow]: where tap column j of output column ow starts in an
